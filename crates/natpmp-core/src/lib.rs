@@ -1,5 +1,17 @@
 //! natpmp-core: the pure NAT-PMP protocol core. No sockets, no clock, no async runtime.
 //!
+//! - `wire`: NAT-PMP message formats, parsed and emitted from byte buffers.
+//! - `server`: the protocol engine (`Server::handle(now, client, datagram)`).
 //! - `forward`: the kernel projection of a mapping (`Forward`, `Change`), staged as data.
+//! - `time`: `Timestamp`, the virtual monotonic time the engine is given.
+//! - `view`: `MappingView`, what `natpmpctl print` shows.
 
 pub mod forward;
+pub mod server;
+pub mod time;
+pub mod view;
+
+pub use forward::{Change, Forward, Protocol};
+pub use server::{Outcome, Server, ServerConfig};
+pub use time::Timestamp;
+pub use view::MappingView;
