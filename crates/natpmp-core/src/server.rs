@@ -1,11 +1,20 @@
 //! The NAT-PMP protocol engine: `handle(now, client, datagram)` -> reply bytes + staged kernel
 //! changes. Deterministic: time is an argument, randomness comes from `ServerConfig::seed`.
 
-use crate::forward::{Change, Forward};
+use crate::announce::AnnouncementTrain;
+use crate::forward::{Change, Forward, Protocol};
+use crate::table::{InternalKey, Mapping, MappingTable, PortAllocator};
 use crate::time::Timestamp;
 use crate::view::MappingView;
+use crate::wire::natpmp::{self, MapRequest, Request, ResultCode};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// How much longer than the mapping the kernel element lives. The daemon removes the element
+/// itself at expiry (and clears conntrack); the kernel timeout is only the backstop for a
+/// daemon that died, so it must never fire first.
+pub const KERNEL_TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// Policy knobs of the engine. The daemon fills these from the configuration file.
 #[derive(Clone, Debug)]
@@ -42,31 +51,72 @@ pub enum Outcome {
 }
 
 pub struct Server {
-    _private: (),
+    config: ServerConfig,
+    table: MappingTable,
+    ports: PortAllocator,
+    external: Option<Ipv4Addr>,
+    epoch_start: Timestamp,
+    announcements: AnnouncementTrain,
 }
 
 impl Server {
     /// A fresh engine whose epoch starts at `now`, with no external address yet.
     pub fn new(config: ServerConfig, now: Timestamp) -> Server {
-        let _ = (config, now);
-        todo!()
+        Server {
+            ports: PortAllocator::new(config.port_range.clone(), config.seed),
+            config,
+            table: MappingTable::default(),
+            external: None,
+            epoch_start: now,
+            announcements: AnnouncementTrain::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
     }
 
     pub fn external_address(&self) -> Option<Ipv4Addr> {
-        todo!()
+        self.external
     }
 
     /// The external address changed (or appeared, or vanished). Resets the epoch, starts the
     /// 10-copy announcement train when there is an address, and stages changes that move every
     /// forward onto the new address.
+    ///
+    /// Epoch choice (rfc-checklist §6 A8): one epoch, reset on every address change. PCP
+    /// requires the reset (RFC 6887 §8.5); RFC 6886 allows it, and a client that sees it simply
+    /// renews, which is what it must do anyway for its mappings to be reachable on the new
+    /// address. While there is no address, mappings stay in the table but not in the kernel
+    /// (their outbound rewrite needs an address); they return with the next address.
     pub fn set_external_address(
         &mut self,
         now: Timestamp,
         addr: Option<Ipv4Addr>,
         changes: &mut Vec<Change>,
     ) {
-        let _ = (now, addr, changes);
-        todo!()
+        if addr == self.external {
+            return;
+        }
+        if self.external.is_some() {
+            changes.extend(self.forwards(now).into_iter().map(Change::Remove));
+        }
+        self.external = addr;
+        if self.external.is_some() {
+            changes.extend(self.forwards(now).into_iter().map(Change::Add));
+        }
+        self.reset_epoch(now);
+    }
+
+    fn reset_epoch(&mut self, now: Timestamp) {
+        self.epoch_start = now;
+        if self.external.is_some() {
+            self.announcements.start(now);
+        } else {
+            // With no address there is nothing true to announce (miniupnpd does the same);
+            // the train starts when one arrives.
+            self.announcements.stop();
+        }
     }
 
     /// Answer one datagram from `client` (the request's source address; the daemon has already
@@ -80,58 +130,233 @@ impl Server {
         reply: &mut Vec<u8>,
         changes: &mut Vec<Change>,
     ) -> Outcome {
-        let _ = (now, client, request, reply, changes);
-        todo!()
+        reply.clear();
+        let sssoe = self.epoch_seconds(now);
+        match natpmp::parse(request) {
+            None => return Outcome::Drop,
+            Some(Request::UnsupportedVersion) => natpmp::emit_unsupported_version(reply, sssoe),
+            Some(Request::UnsupportedOpcode(req)) => {
+                natpmp::emit_unsupported_opcode(reply, req, sssoe)
+            }
+            Some(Request::ExternalAddress) => {
+                // No address (e.g. no DHCP lease yet): Network Failure (RFC 6886 §3.5).
+                let (result, addr) = match self.external {
+                    Some(a) => (ResultCode::Success, a),
+                    None => (ResultCode::NetworkFailure, Ipv4Addr::UNSPECIFIED),
+                };
+                natpmp::emit_external_address(reply, result, sssoe, addr);
+            }
+            Some(Request::Map(m)) => {
+                let (result, external_port, lifetime) = self.map(now, client, &m, changes);
+                natpmp::emit_map(
+                    reply,
+                    m.protocol,
+                    result,
+                    sssoe,
+                    m.internal_port,
+                    external_port,
+                    lifetime,
+                );
+            }
+        }
+        Outcome::Reply
+    }
+
+    /// Create, renew or delete; returns (result, external port, lifetime) for the reply.
+    fn map(
+        &mut self,
+        now: Timestamp,
+        client: Ipv4Addr,
+        m: &MapRequest,
+        changes: &mut Vec<Change>,
+    ) -> (ResultCode, u16, u32) {
+        let key = InternalKey {
+            client,
+            protocol: m.protocol,
+            internal_port: m.internal_port,
+        };
+        if m.lifetime == 0 {
+            // Delete (RFC 6886 §3.4). The suggested port is ignored. Internal port 0 deletes
+            // all of this client's mappings of this protocol only (§6 A6); nothing else — other
+            // protocols and other clients — is touched. Deleting what does not exist succeeds,
+            // so a retransmitted delete gets the same answer. There are no static mappings for
+            // a delete to be refused on, so the result is always 0.
+            let keys = if m.internal_port == 0 {
+                self.table.keys_of(client, m.protocol)
+            } else {
+                vec![key]
+            };
+            for k in keys {
+                if let Some(gone) = self.table.remove(&k) {
+                    self.stage_removal(now, &gone, changes);
+                }
+            }
+            return (ResultCode::Success, 0, 0);
+        }
+        if m.internal_port == 0 {
+            // Internal port 0 with a lifetime is undefined (§6 A5): refuse, create nothing,
+            // rather than read it as "delete all" as some servers do.
+            return (ResultCode::NotAuthorized, 0, 0);
+        }
+        let Some(external_addr) = self.external else {
+            return (ResultCode::NetworkFailure, 0, 0);
+        };
+        // Never more than asked (RFC 6886 §3.3), never more than the cap (§6 A10); no minimum.
+        let lifetime = m.lifetime.min(self.config.max_lifetime);
+        let expires = now + Duration::from_secs(u64::from(lifetime));
+
+        if let Some(old) = self.table.renew(&key, lifetime, expires) {
+            // Renewal or retransmission: the same external port whatever is suggested (§3.3).
+            // Delete + add in one transaction refreshes the kernel's backstop timeout.
+            changes.push(Change::Remove(self.forward_of(now, &old, external_addr)));
+            let renewed = Mapping {
+                lifetime,
+                expires,
+                ..old
+            };
+            changes.push(Change::Add(self.forward_of(now, &renewed, external_addr)));
+            return (ResultCode::Success, old.external_port, lifetime);
+        }
+        if self.table.count_for(client) >= self.config.max_mappings_per_client {
+            return (ResultCode::OutOfResources, 0, 0);
+        }
+        let Some(external_port) =
+            self.ports
+                .allocate(&self.table, client, m.protocol, m.suggested_external_port)
+        else {
+            return (ResultCode::OutOfResources, 0, 0);
+        };
+        let mapping = Mapping {
+            key,
+            external_port,
+            lifetime,
+            expires,
+        };
+        self.table.insert(mapping);
+        changes.push(Change::Add(self.forward_of(now, &mapping, external_addr)));
+        (ResultCode::Success, external_port, lifetime)
+    }
+
+    fn forward_of(&self, now: Timestamp, m: &Mapping, external_addr: Ipv4Addr) -> Forward {
+        Forward {
+            protocol: m.key.protocol,
+            external_addr,
+            external_port: m.external_port,
+            internal_addr: m.key.client,
+            internal_port: m.key.internal_port,
+            timeout: m.expires.since(now) + KERNEL_TIMEOUT_GRACE,
+        }
+    }
+
+    fn stage_removal(&self, now: Timestamp, m: &Mapping, changes: &mut Vec<Change>) {
+        // Without an address the mapping is not in the kernel (see set_external_address).
+        if let Some(addr) = self.external {
+            changes.push(Change::Remove(self.forward_of(now, m, addr)));
+        }
     }
 
     /// The kernel refused `failed` (a batch of changes staged by `handle`): forget every
     /// mapping whose `Add` is in it, so the table never claims a forward the kernel lacks.
     pub fn revert(&mut self, failed: &[Change]) {
-        let _ = failed;
-        todo!()
+        for change in failed {
+            if let Change::Add(f) = change {
+                let key = InternalKey {
+                    client: f.internal_addr,
+                    protocol: f.protocol,
+                    internal_port: f.internal_port,
+                };
+                if self
+                    .table
+                    .get(&key)
+                    .is_some_and(|m| m.external_port == f.external_port)
+                {
+                    self.table.remove(&key);
+                }
+            }
+        }
     }
 
     /// When `handle_timeout` or `poll_announcement` next has work: the earliest mapping expiry
     /// or announcement copy.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        todo!()
+        let announce = self
+            .announcements
+            .next_due()
+            .filter(|_| self.external.is_some());
+        match (self.table.next_expiry(), announce) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Expire every mapping whose lifetime has ended by `now`, staging their removal.
+    /// Expire every mapping whose lifetime has ended by `now`, staging their removal
+    /// (RFC 6886 §3.4).
     pub fn handle_timeout(&mut self, now: Timestamp, changes: &mut Vec<Change>) {
-        let _ = (now, changes);
-        todo!()
+        for gone in self.table.take_expired(now) {
+            self.stage_removal(now, &gone, changes);
+        }
     }
 
-    /// If an announcement copy is due at `now`, write it (12 bytes, current SSSoE) into `out`
-    /// and return true. The caller sends it to 224.0.0.1:5350 on every internal interface.
+    /// If an announcement copy is due at `now`, write it (12 bytes, current SSSoE, so clients
+    /// do not see a false reboot, §3.2.1) into `out` and return true. The caller sends it to
+    /// 224.0.0.1:5350 on every internal interface.
     pub fn poll_announcement(&mut self, now: Timestamp, out: &mut Vec<u8>) -> bool {
-        let _ = (now, out);
-        todo!()
+        let Some(addr) = self.external else {
+            return false;
+        };
+        if !self.announcements.take_due(now) {
+            return false;
+        }
+        natpmp::emit_external_address(out, ResultCode::Success, self.epoch_seconds(now), addr);
+        true
     }
 
-    /// Seconds since the start of the epoch (SSSoE) at `now`.
+    /// Seconds since the start of the epoch (SSSoE) at `now`, saturating at u32::MAX.
     pub fn epoch_seconds(&self, now: Timestamp) -> u32 {
-        let _ = now;
-        todo!()
+        u32::try_from(now.since(self.epoch_start).as_secs()).unwrap_or(u32::MAX)
     }
 
     /// Every live mapping, ordered by client, protocol, internal port.
     pub fn mappings(&self, now: Timestamp) -> Vec<MappingView> {
-        let _ = now;
-        todo!()
+        self.table
+            .iter()
+            .map(|m| MappingView {
+                client: m.key.client,
+                protocol: m.key.protocol,
+                internal_port: m.key.internal_port,
+                external_addr: self.external,
+                external_port: m.external_port,
+                lifetime: m.lifetime,
+                expires_in: u32::try_from(m.expires.since(now).as_secs()).unwrap_or(u32::MAX),
+                description: description(m.key.protocol, m.key.internal_port),
+            })
+            .collect()
     }
 
-    /// The forwards the kernel should hold now (for reconciliation).
+    /// The forwards the kernel should hold now (for reconciliation): none while there is no
+    /// external address.
     pub fn forwards(&self, now: Timestamp) -> Vec<Forward> {
-        let _ = now;
-        todo!()
+        match self.external {
+            Some(addr) => self
+                .table
+                .iter()
+                .map(|m| self.forward_of(now, m, addr))
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Forget every mapping (staging their removal), reset the epoch and restart the
     /// announcement train (RFC 6886 §3.7).
     pub fn reset(&mut self, now: Timestamp, changes: &mut Vec<Change>) {
-        let _ = (now, changes);
-        todo!()
+        for gone in self.table.clear() {
+            self.stage_removal(now, &gone, changes);
+        }
+        self.reset_epoch(now);
     }
+}
+
+/// NAT-PMP carries no description; this is what the operator sees after `nat-pmp <client>: `.
+fn description(protocol: Protocol, internal_port: u16) -> String {
+    format!("NAT-PMP {protocol} {internal_port}")
 }

@@ -1,0 +1,4 @@
+//! Wire formats. One file per message family; each parses from and emits into byte buffers
+//! and never panics on any input (every read is bounds-checked first).
+
+pub mod natpmp;
