@@ -1,0 +1,85 @@
+//! End-to-end: `natpmpd --check-config` validates a file and names the key and line of an
+//! error. No namespace or root needed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("npd-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check(path: &PathBuf) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_natpmpd"))
+        .arg("--check-config")
+        .arg(path)
+        .output()
+        .expect("run natpmpd --check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+const GOOD: &str = r#"enabled = true
+lease-file = "/tmp/npd-check/leases.json"
+control-socket = "/tmp/npd-check/natpmpd.sock"
+backend = "nftables"
+port-range = "1024-65535"
+max-lifetime = 86400
+max-mappings-per-client = 256
+
+[[interfaces]]
+interface = "ether1"
+type = "external"
+
+[[interfaces]]
+interface = "ether2"
+type = "internal"
+disabled = false
+"#;
+
+fn names_line(text: &str, line: u32) -> bool {
+    text.contains(&format!("line {line}")) || text.contains(&format!(":{line}:"))
+}
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let path = write_config("good.toml", GOOD);
+    let (ok, text) = check(&path);
+    assert!(ok, "a valid config was rejected:\n{text}");
+}
+
+#[test]
+fn check_config_rejects_an_unknown_key_naming_key_and_line() {
+    let bad = GOOD.replace("max-lifetime = 86400\n", "max-lifetime = 86400\nbogus-key = 5\n");
+    let path = write_config("unknown.toml", &bad);
+    let (ok, text) = check(&path);
+    assert!(!ok, "an unknown key was accepted:\n{text}");
+    assert!(text.contains("bogus-key"), "message does not name the key:\n{text}");
+    assert!(names_line(&text, 7), "message does not name line 7:\n{text}");
+}
+
+#[test]
+fn check_config_rejects_a_wrong_type_naming_key_and_line() {
+    let bad = GOOD.replace("max-lifetime = 86400", "max-lifetime = \"a day\"");
+    let path = write_config("type.toml", &bad);
+    let (ok, text) = check(&path);
+    assert!(!ok, "a string lifetime was accepted:\n{text}");
+    assert!(text.contains("max-lifetime"), "message does not name the key:\n{text}");
+    assert!(names_line(&text, 6), "message does not name line 6:\n{text}");
+}
+
+#[test]
+fn check_config_rejects_a_bad_interface_type_naming_the_line() {
+    let bad = GOOD.replace("type = \"internal\"", "type = \"sideways\"");
+    let path = write_config("iftype.toml", &bad);
+    let (ok, text) = check(&path);
+    assert!(!ok, "interface type `sideways` was accepted:\n{text}");
+    assert!(text.contains("type") && names_line(&text, 15), "message does not name key and line 15:\n{text}");
+}
