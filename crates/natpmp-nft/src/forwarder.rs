@@ -2,14 +2,24 @@
 
 use natpmp_core::forward::{Change, Forward};
 
+/// Why a [`Forwarder`] call failed. After a failed `apply`, the kernel is as it was before the
+/// call (the transaction is all or nothing), except where [`ForwardError::Kernel`] says the
+/// outcome is unknown; `list` then tells the truth.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    /// The netlink socket itself failed (open, send, receive, or no answer in time).
     #[error("netlink: {0}")]
     Io(#[from] std::io::Error),
+    /// The kernel refused the transaction (or a dump): the text names the failing change and
+    /// the kernel's errno, e.g. `change #0 (remove udp 4000 ...): No such file or directory`.
     #[error("kernel refused the change: {0}")]
     Kernel(String),
+    /// `nft -f` could not be run or refused the ruleset; the text is nft's own message.
     #[error("`nft -f` failed to load the natpmpd table: {0}")]
     Load(String),
+    /// The external interface name cannot be written into the ruleset safely.
+    #[error("invalid external interface: {0}")]
+    InvalidInterface(#[from] crate::template::InterfaceNameError),
 }
 
 /// A kernel backend. Implementations: `NftForwarder` (nftables over netlink), `NullForwarder`
