@@ -287,8 +287,13 @@ async fn write_response(mut stream: UnixStream, response: &Response) -> io::Resu
 /// Why `call` failed. Every message names the socket path.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("cannot connect to {path}: {reason} (is natpmpd running?)")]
-    Connect { path: PathBuf, reason: String },
+    #[error("cannot connect to {path}: {reason} ({hint})")]
+    Connect {
+        path: PathBuf,
+        reason: String,
+        /// What the operator probably has to do about it.
+        hint: &'static str,
+    },
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
     #[error("{path}: natpmpd did not answer within {} seconds", timeout.as_secs())]
@@ -332,6 +337,11 @@ pub fn call_with_timeout(
         std::os::unix::net::UnixStream::connect(path).map_err(|e| ControlError::Connect {
             path: path.to_owned(),
             reason: describe_io(&e),
+            hint: if e.kind() == io::ErrorKind::PermissionDenied {
+                "run as root, or as a member of the daemon's control-socket-group"
+            } else {
+                "is natpmpd running?"
+            },
         })?;
     stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_error)?;

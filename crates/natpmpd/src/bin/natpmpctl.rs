@@ -1,1 +1,119 @@
-fn main() {}
+//! natpmpctl: ask a running natpmpd what it is doing, over its control socket.
+//!
+//! Exit codes: 0 success, 1 the daemon answered with an error, 2 usage or connection error.
+
+use clap::{Parser, Subcommand};
+use natpmpd::config::{Config, DEFAULT_CONTROL_SOCKET};
+use natpmpd::control::{self, print, Request};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXIT_DAEMON_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "natpmpctl",
+    version,
+    about = "Control and inspect a running natpmpd (NAT-PMP gateway daemon)",
+    after_help = "Exit status: 0 on success, 1 when natpmpd answers with an error, \
+                  2 on a usage error or when natpmpd cannot be reached.\n\n\
+                  Examples:\n  \
+                  natpmpctl print\n  \
+                  natpmpctl --config /etc/natpmpd.toml print --json"
+)]
+struct Cli {
+    /// The daemon's control socket
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        conflicts_with = "config",
+        default_value = DEFAULT_CONTROL_SOCKET,
+    )]
+    socket: PathBuf,
+
+    /// Read the socket path (`control-socket`) from this natpmpd configuration file
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the dynamic port mappings, like RouterOS `/ip firewall nat print`
+    Print {
+        /// Print JSON ({"mappings":[...]}) instead of text, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("natpmpctl: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), (u8, String)> {
+    let socket = match &cli.config {
+        Some(file) => {
+            Config::load(file)
+                .map_err(|e| (EXIT_USAGE, e.to_string()))?
+                .control_socket
+        }
+        None => cli.socket.clone(),
+    };
+    match cli.command {
+        Command::Print { json } => {
+            let response =
+                control::call(&socket, &Request::Print).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+            if !response.ok {
+                let message = response
+                    .error
+                    .unwrap_or_else(|| "natpmpd reported an error without a message".into());
+                return Err((EXIT_DAEMON_ERROR, format!("natpmpd: {message}")));
+            }
+            let out = if json {
+                print::format_json(&response) + "\n"
+            } else {
+                print::format_text(&response)
+            };
+            // A closed pipe (`natpmpctl print | head`) is not worth a panic or an error code.
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn socket_and_config_conflict() {
+        let r = Cli::try_parse_from(["natpmpctl", "--socket", "/a", "--config", "/b", "print"]);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn options_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["natpmpctl", "print", "--json", "--socket", "/x"]).unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/x"));
+        assert!(matches!(cli.command, Command::Print { json: true }));
+    }
+}
