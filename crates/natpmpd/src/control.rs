@@ -76,6 +76,12 @@ impl Response {
 /// onto `path`: that way there is no moment when `path` exists with looser permissions than
 /// configured, whatever the process umask.
 pub fn bind(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
+    // tokio panics when a listener is registered outside a runtime; make that an error.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(
+            "control::bind must be called from within a tokio runtime",
+        ));
+    }
     let gid = match group {
         None => None,
         Some(name) => Some(lookup_group(name)?),
@@ -645,6 +651,14 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o660);
         assert_eq!(meta.gid(), gid.as_raw());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bind_outside_a_runtime_is_an_error_not_a_panic() {
+        let dir = temp_dir();
+        let e = bind(&dir.join("s.sock"), None).unwrap_err();
+        assert!(e.to_string().contains("tokio runtime"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
