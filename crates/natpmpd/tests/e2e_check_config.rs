@@ -4,20 +4,17 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("npd-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+/// Writes `text` to a temporary file, runs `natpmpd --check-config` on it and removes it.
+/// Returns (exit status was success, stdout + stderr).
+fn check(name: &str, text: &str) -> (bool, String) {
+    let path: PathBuf = std::env::temp_dir().join(format!("npd-check-{}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn check(path: &PathBuf) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_natpmpd"))
         .arg("--check-config")
-        .arg(path)
+        .arg(&path)
         .output()
         .expect("run natpmpd --check-config");
+    let _ = std::fs::remove_file(&path);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -50,16 +47,14 @@ fn names_line(text: &str, line: u32) -> bool {
 
 #[test]
 fn check_config_accepts_a_good_file() {
-    let path = write_config("good.toml", GOOD);
-    let (ok, text) = check(&path);
+    let (ok, text) = check("good.toml", GOOD);
     assert!(ok, "a valid config was rejected:\n{text}");
 }
 
 #[test]
 fn check_config_rejects_an_unknown_key_naming_key_and_line() {
     let bad = GOOD.replace("max-lifetime = 86400\n", "max-lifetime = 86400\nbogus-key = 5\n");
-    let path = write_config("unknown.toml", &bad);
-    let (ok, text) = check(&path);
+    let (ok, text) = check("unknown.toml", &bad);
     assert!(!ok, "an unknown key was accepted:\n{text}");
     assert!(text.contains("bogus-key"), "message does not name the key:\n{text}");
     assert!(names_line(&text, 7), "message does not name line 7:\n{text}");
@@ -68,8 +63,7 @@ fn check_config_rejects_an_unknown_key_naming_key_and_line() {
 #[test]
 fn check_config_rejects_a_wrong_type_naming_key_and_line() {
     let bad = GOOD.replace("max-lifetime = 86400", "max-lifetime = \"a day\"");
-    let path = write_config("type.toml", &bad);
-    let (ok, text) = check(&path);
+    let (ok, text) = check("type.toml", &bad);
     assert!(!ok, "a string lifetime was accepted:\n{text}");
     assert!(text.contains("max-lifetime"), "message does not name the key:\n{text}");
     assert!(names_line(&text, 6), "message does not name line 6:\n{text}");
@@ -78,8 +72,7 @@ fn check_config_rejects_a_wrong_type_naming_key_and_line() {
 #[test]
 fn check_config_rejects_a_bad_interface_type_naming_the_line() {
     let bad = GOOD.replace("type = \"internal\"", "type = \"sideways\"");
-    let path = write_config("iftype.toml", &bad);
-    let (ok, text) = check(&path);
+    let (ok, text) = check("iftype.toml", &bad);
     assert!(!ok, "interface type `sideways` was accepted:\n{text}");
     assert!(text.contains("type") && names_line(&text, 15), "message does not name key and line 15:\n{text}");
 }
