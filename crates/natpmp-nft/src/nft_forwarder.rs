@@ -41,6 +41,7 @@ pub struct NftForwarder {
     /// The namespace the socket lives in, to run `nft` there too.
     netns: Option<File>,
     nft: PathBuf,
+    clear_conntrack: bool,
 }
 
 impl NftForwarder {
@@ -60,6 +61,7 @@ impl NftForwarder {
             buf: vec![0; RECV_BUF],
             netns: File::open("/proc/thread-self/ns/net").ok(),
             nft: PathBuf::from("nft"),
+            clear_conntrack: true,
         })
     }
 
@@ -67,6 +69,17 @@ impl NftForwarder {
     pub fn with_nft_program(mut self, path: impl Into<PathBuf>) -> Self {
         self.nft = path.into();
         self
+    }
+
+    /// Whether `apply` clears the conntrack entries of removed forwards itself (the default).
+    ///
+    /// Clearing costs one conntrack dump per transaction that removes forwards, and a dump
+    /// walks the kernel's whole conntrack hash table (shared by all namespaces; 10-20 ms with
+    /// 262144 buckets on the test machine), however few entries there are. A caller that wants
+    /// that off its critical path turns it off here and calls [`NftForwarder::clear_conntrack`]
+    /// with [`removed_for_good`] itself, later.
+    pub fn set_conntrack_clearing(&mut self, on: bool) {
+        self.clear_conntrack = on;
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -261,8 +274,19 @@ impl NftForwarder {
         Ok(payloads)
     }
 
+    /// The IPv4 TCP and UDP conntrack entries of our namespace (for diagnostics and tests).
+    pub fn conntrack_entries(&mut self) -> Result<Vec<Entry>, ForwardError> {
+        let mut entries = Vec::new();
+        self.dump(
+            conntrack::encode_dump,
+            |p| entries.extend(conntrack::parse_entry(p)),
+            "listing conntrack entries",
+        )?;
+        Ok(entries)
+    }
+
     /// Delete the conntrack entries of `gone` (see `conntrack.rs`). Returns how many entries
-    /// were deleted.
+    /// were deleted. `apply` calls this itself; it is public for repair tools and tests.
     pub fn clear_conntrack(&mut self, gone: &[Forward]) -> Result<usize, ForwardError> {
         if gone.is_empty() {
             return Ok(0);
@@ -381,7 +405,11 @@ impl Forwarder for NftForwarder {
             }
             return Err(ForwardError::Kernel(parts.join("; ")));
         }
-        let gone = removed_for_good(changes);
+        let gone = if self.clear_conntrack {
+            removed_for_good(changes)
+        } else {
+            Vec::new()
+        };
         if !gone.is_empty() {
             match self.clear_conntrack(&gone) {
                 Ok(n) => tracing::debug!(entries = n, forwards = gone.len(), "cleared conntrack"),
