@@ -33,7 +33,15 @@ const ERRORS_QUOTED: usize = 3;
 /// if a later call comes from a thread in another one (then it needs CAP_SYS_ADMIN to enter
 /// it; in the usual case of one namespace, no extra privilege is used).
 ///
-/// Not thread-safe by design (`&mut self`): one owner drives it, as the daemon's loop does.
+/// Errors: a refused transaction changes nothing. Note that the kernel expires elements by
+/// itself when their timeout passes; a later `Remove` of such a forward fails with "No such
+/// file or directory" and takes the whole transaction down with it. Keep the kernel timeout
+/// longer than the mapping lifetime (as `Forward::timeout` says) and, on a refused apply,
+/// reconcile against `list` rather than retrying blindly.
+///
+/// Not thread-safe by design (`&mut self`): one owner drives it, as the daemon's loop does. It
+/// is `Send`, so it may move to another thread, as long as that thread is in the same network
+/// namespace (the socket keeps its namespace anyway; see above for `nft`).
 pub struct NftForwarder {
     sock: nl::Socket,
     seq: u32,
@@ -328,6 +336,17 @@ impl NftForwarder {
     }
 }
 
+impl std::fmt::Debug for NftForwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NftForwarder")
+            .field("port", &self.sock.port)
+            .field("seq", &self.seq)
+            .field("nft", &self.nft)
+            .field("clear_conntrack", &self.clear_conntrack)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Is the calling thread in the namespace `ns` refers to? (Compared by inode, as `ip netns
 /// identify` does.) When in doubt, say yes: entering a namespace needs privileges.
 fn in_namespace(ns: &File) -> bool {
@@ -480,6 +499,15 @@ mod tests {
             internal_port: port,
             timeout: Duration::from_secs(secs),
         }
+    }
+
+    #[test]
+    fn forwarders_can_move_between_threads() {
+        fn is_send<T: Send>() {}
+        is_send::<NftForwarder>();
+        is_send::<crate::NullForwarder>();
+        is_send::<crate::FakeForwarder>();
+        is_send::<ForwardError>();
     }
 
     #[test]
