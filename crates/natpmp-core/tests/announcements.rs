@@ -15,11 +15,18 @@ fn assert_full_train(gw: &mut Gw, event: Timestamp, addr: std::net::Ipv4Addr) {
             assert_eq!(gw.announcement(), None, "copy {} sent early", i + 1);
         }
         gw.now = due;
-        let a = gw.announcement().unwrap_or_else(|| panic!("copy {} not sent at +{off} ms", i + 1));
+        let a = gw
+            .announcement()
+            .unwrap_or_else(|| panic!("copy {} not sent at +{off} ms", i + 1));
         assert_bytes(&a, &addr_reply(SUCCESS, gw.sssoe(), addr));
         assert_eq!(gw.announcement(), None, "two copies at +{off} ms");
         if let Some(next) = ANNOUNCE_OFFSETS_MS.get(i + 1) {
-            assert_eq!(gw.server.poll_timeout(), Some(event + ms(*next)), "poll_timeout after copy {}", i + 1);
+            assert_eq!(
+                gw.server.poll_timeout(),
+                Some(event + ms(*next)),
+                "poll_timeout after copy {}",
+                i + 1
+            );
         }
     }
 }
@@ -29,7 +36,10 @@ fn announcement_is_the_12_byte_p7_packet() {
     // §1.1 P7: same layout as P2, result 0.
     let mut gw = Gw::new();
     let a = gw.announcement().expect("first copy at once");
-    assert_bytes(&a, &[0x00, 0x80, 0x00, 0x00, 0, 0, 0, 0, 0xCB, 0x00, 0x71, 0x05]);
+    assert_bytes(
+        &a,
+        &[0x00, 0x80, 0x00, 0x00, 0, 0, 0, 0, 0xCB, 0x00, 0x71, 0x05],
+    );
 }
 
 #[test]
@@ -50,7 +60,11 @@ fn getting_an_address_starts_a_train_of_ten_copies_at_the_rfc_times() {
     gw.advance_ms(5_500);
     let event = gw.now;
     gw.set_address(Some(EXT));
-    assert_eq!(gw.server.poll_timeout(), Some(event), "the first copy is due at once");
+    assert_eq!(
+        gw.server.poll_timeout(),
+        Some(event),
+        "the first copy is due at once"
+    );
     assert_full_train(&mut gw, event, EXT);
     // SSSoE of the copies: 0, 0, 0, 1, 3, 7, 15, 31, 63, 127 (checked inside via gw.sssoe()).
     for t in [event + secs(128), event + secs(10_000)] {
@@ -106,7 +120,8 @@ fn setting_the_same_address_again_does_not_restart_the_train() {
     assert_full_train(&mut gw, T0, EXT);
     gw.now = T0 + secs(1000);
     let mut changes = Vec::new();
-    gw.server.set_external_address(gw.now, Some(EXT), &mut changes);
+    gw.server
+        .set_external_address(gw.now, Some(EXT), &mut changes);
     assert_eq!(gw.announcement(), None);
     assert_eq!(gw.server.poll_timeout(), None);
 }
@@ -119,7 +134,11 @@ fn losing_the_address_stops_the_train() {
     gw.set_address(None);
     for off in ANNOUNCE_OFFSETS_MS {
         gw.now = T0 + ms(off + 100);
-        assert_eq!(gw.announcement(), None, "announced with no address at +{off} ms");
+        assert_eq!(
+            gw.announcement(),
+            None,
+            "announced with no address at +{off} ms"
+        );
     }
 }
 

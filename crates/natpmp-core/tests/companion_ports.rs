@@ -10,7 +10,11 @@ fn other_client_suggesting_udp_companion_of_held_tcp_port_gets_another_port() {
     assert_eq!(gw.map_ok(A, TCP, 8080, 30000, 600), 30000);
     let m = gw.map(B, UDP, 8080, 30000, 600);
     assert_eq!(m.result, SUCCESS);
-    assert!(m.eport != 30000 && m.eport != 0, "B got A's companion port {}", m.eport);
+    assert!(
+        m.eport != 30000 && m.eport != 0,
+        "B got A's companion port {}",
+        m.eport
+    );
 }
 
 #[test]

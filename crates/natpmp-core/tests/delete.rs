@@ -10,10 +10,18 @@ fn delete_example_from_checklist_gets_the_success_reply() {
     let mut gw = Gw::new();
     gw.map_ok(A, TCP, 8080, 8080, 7200);
     gw.advance_secs(0x0304);
-    let r = gw.reply(A, &[0x00, 0x02, 0x00, 0x00, 0x1F, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    let r = gw.reply(
+        A,
+        &[
+            0x00, 0x02, 0x00, 0x00, 0x1F, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ],
+    );
     assert_bytes(
         &r,
-        &[0x00, 0x82, 0x00, 0x00, 0x00, 0x00, 0x03, 0x04, 0x1F, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
+        &[
+            0x00, 0x82, 0x00, 0x00, 0x00, 0x00, 0x03, 0x04, 0x1F, 0x90, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00,
+        ],
     );
 }
 
@@ -89,7 +97,10 @@ fn delete_only_affects_the_given_protocol() {
     gw.reply(A, &map_request(UDP, 9000, 0, 0));
     assert!(gw.mapping(A, UDP, 9000).is_none());
     assert_eq!(gw.mapping(A, TCP, 9000).unwrap().external_port, 9000);
-    assert!(gw.changes.iter().all(|c| c.forward().protocol == proto(UDP)));
+    assert!(gw
+        .changes
+        .iter()
+        .all(|c| c.forward().protocol == proto(UDP)));
 }
 
 #[test]
@@ -114,16 +125,33 @@ fn delete_all_tcp_removes_only_that_clients_tcp_mappings() {
     gw.map_ok(B, TCP, 1000, 0, 600);
     let before: Vec<_> = gw.server.forwards(gw.now);
     gw.advance_secs(5);
-    let r = gw.reply(A, &[0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
-    assert_bytes(&r, &[0x00, 0x82, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let r = gw.reply(
+        A,
+        &[
+            0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ],
+    );
+    assert_bytes(
+        &r,
+        &[
+            0x00, 0x82, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    );
     let removed = removes(&gw.changes);
     assert_eq!(removed.len(), 2, "{:?}", gw.changes);
     assert!(adds(&gw.changes).is_empty());
     for f in &removed {
         assert_eq!((f.internal_addr, f.protocol), (A, proto(TCP)));
-        assert!(before.iter().any(|b| b.same_elements(f)), "removed a forward that was not there: {f:?}");
+        assert!(
+            before.iter().any(|b| b.same_elements(f)),
+            "removed a forward that was not there: {f:?}"
+        );
     }
-    let left: Vec<_> = gw.mappings().iter().map(|m| (m.client, m.protocol, m.internal_port)).collect();
+    let left: Vec<_> = gw
+        .mappings()
+        .iter()
+        .map(|m| (m.client, m.protocol, m.internal_port))
+        .collect();
     assert_eq!(left, vec![(A, proto(UDP), 1000), (B, proto(TCP), 1000)]);
 }
 
@@ -138,7 +166,11 @@ fn delete_all_udp_removes_only_that_clients_udp_mappings() {
     let r = gw.reply(A, &map_request(UDP, 0, 0, 0));
     assert_bytes(&r, &map_reply(UDP, SUCCESS, 0, 0, 0, 0));
     assert_eq!(removes(&gw.changes).len(), 3);
-    let left: Vec<_> = gw.mappings().iter().map(|m| (m.client, m.protocol, m.internal_port)).collect();
+    let left: Vec<_> = gw
+        .mappings()
+        .iter()
+        .map(|m| (m.client, m.protocol, m.internal_port))
+        .collect();
     assert_eq!(left, vec![(C, proto(UDP), 1), (A, proto(TCP), 1)]);
 }
 
@@ -159,7 +191,10 @@ fn delete_all_with_nothing_mapped_is_success() {
     let mut gw = Gw::new();
     gw.advance_secs(9);
     for op in [UDP, TCP] {
-        assert_bytes(&gw.reply(B, &map_request(op, 0, 0, 0)), &map_reply(op, SUCCESS, 9, 0, 0, 0));
+        assert_bytes(
+            &gw.reply(B, &map_request(op, 0, 0, 0)),
+            &map_reply(op, SUCCESS, 9, 0, 0, 0),
+        );
         assert!(gw.changes.is_empty());
     }
 }
@@ -170,8 +205,14 @@ fn deletes_work_without_an_external_address() {
     let mut gw = Gw::without_address();
     gw.advance_secs(4);
     for op in [UDP, TCP] {
-        assert_bytes(&gw.reply(A, &map_request(op, 8080, 0, 0)), &map_reply(op, SUCCESS, 4, 8080, 0, 0));
-        assert_bytes(&gw.reply(A, &map_request(op, 0, 0, 0)), &map_reply(op, SUCCESS, 4, 0, 0, 0));
+        assert_bytes(
+            &gw.reply(A, &map_request(op, 8080, 0, 0)),
+            &map_reply(op, SUCCESS, 4, 8080, 0, 0),
+        );
+        assert_bytes(
+            &gw.reply(A, &map_request(op, 0, 0, 0)),
+            &map_reply(op, SUCCESS, 4, 0, 0, 0),
+        );
     }
 }
 
@@ -202,5 +243,8 @@ fn request_after_delete_creates_a_fresh_mapping() {
     gw.reply(A, &map_request(TCP, 443, 0, 0));
     let r = gw.reply(A, &map_request(TCP, 443, 8443, 30));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 0, 443, 8443, 30));
-    assert_eq!(gw.changes, vec![Change::Add(forward(TCP, EXT, 8443, A, 443, 30))]);
+    assert_eq!(
+        gw.changes,
+        vec![Change::Add(forward(TCP, EXT, 8443, A, 443, 30))]
+    );
 }

@@ -60,7 +60,10 @@ fn map_request_shorter_than_12_bytes_is_dropped() {
             gw.assert_dropped(A, &full[..len]);
         }
     }
-    assert!(gw.mappings().is_empty(), "a dropped short request created a mapping");
+    assert!(
+        gw.mappings().is_empty(),
+        "a dropped short request created a mapping"
+    );
 }
 
 #[test]
@@ -73,7 +76,12 @@ fn map_request_with_reserved_ffff_is_handled_normally() {
     req[3] = 0xFF;
     let r = gw.reply(A, &req);
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 9, 8080, 8080, 7200));
-    assert_eq!(gw.changes, vec![natpmp_core::Change::Add(forward(TCP, EXT, 8080, A, 8080, 7200))]);
+    assert_eq!(
+        gw.changes,
+        vec![natpmp_core::Change::Add(forward(
+            TCP, EXT, 8080, A, 8080, 7200
+        ))]
+    );
 }
 
 #[test]
@@ -125,7 +133,12 @@ fn opcode_with_top_bit_set_is_dropped_whatever_the_version() {
         for op in 128..=255u8 {
             let req = [version, op, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
             let r = gw.send(A, &req);
-            assert!(r.is_none(), "replied to {}: {}", hex(&req), hex(r.as_deref().unwrap_or(&[])));
+            assert!(
+                r.is_none(),
+                "replied to {}: {}",
+                hex(&req),
+                hex(r.as_deref().unwrap_or(&[]))
+            );
         }
     }
     assert!(gw.changes.is_empty());
@@ -145,11 +158,15 @@ fn unknown_opcode_0x7f_of_12_bytes_is_echoed_with_top_bit_and_result_5() {
     // §4 case 11: 12-byte echo, byte 1 = 0xFF, bytes 2–3 = 0005, bytes 4–7 = SSSoE, 8–11 echoed.
     let mut gw = Gw::new();
     gw.advance_secs(300);
-    let req = [0x00, 0x7F, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0, 0x11, 0x22];
+    let req = [
+        0x00, 0x7F, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0, 0x11, 0x22,
+    ];
     let r = gw.reply(A, &req);
     assert_bytes(
         &r,
-        &[0x00, 0xFF, 0x00, 0x05, 0x00, 0x00, 0x01, 0x2C, 0xDE, 0xF0, 0x11, 0x22],
+        &[
+            0x00, 0xFF, 0x00, 0x05, 0x00, 0x00, 0x01, 0x2C, 0xDE, 0xF0, 0x11, 0x22,
+        ],
     );
 }
 
@@ -160,7 +177,9 @@ fn unknown_opcode_reply_length_is_max_of_request_length_and_8() {
     gw.advance_secs(5);
     for op in 3..=127u8 {
         for len in 2..=40usize {
-            let mut req: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(37).wrapping_add(op)).collect();
+            let mut req: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(37).wrapping_add(op))
+                .collect();
             req[0] = 0;
             req[1] = op;
             let r = gw.reply(A, &req);
@@ -229,7 +248,11 @@ fn pcp_map_request_gets_8_byte_unsupported_version_reply() {
 fn version_1_gets_unsupported_version_reply() {
     // §4 case 14 (§6 A2 does not apply: no PCP yet): any opcode, several lengths.
     let mut gw = Gw::new();
-    for req in [&[0x01u8, 0x00][..], &[0x01, 0x01, 0, 0, 0x1F, 0x90, 0x1F, 0x90, 0, 0, 0x1C, 0x20], &[0x01, 0x05, 9, 9, 9]] {
+    for req in [
+        &[0x01u8, 0x00][..],
+        &[0x01, 0x01, 0, 0, 0x1F, 0x90, 0x1F, 0x90, 0, 0, 0x1C, 0x20],
+        &[0x01, 0x05, 9, 9, 9],
+    ] {
         let r = gw.reply(A, req);
         assert_bytes(&r, &unsupported_version_reply(0));
     }

@@ -11,7 +11,10 @@ fn epoch_starts_at_server_creation() {
     let server = Server::new(ServerConfig::default(), origin);
     assert_eq!(server.epoch_seconds(origin), 0);
     assert_eq!(server.epoch_seconds(origin + secs(10)), 10);
-    assert_eq!(server.epoch_seconds(origin + secs(86_400 * 30)), 86_400 * 30);
+    assert_eq!(
+        server.epoch_seconds(origin + secs(86_400 * 30)),
+        86_400 * 30
+    );
 }
 
 #[test]
@@ -25,12 +28,22 @@ fn epoch_counts_whole_seconds_elapsed() {
 #[test]
 fn epoch_does_not_depend_on_the_time_origin() {
     // The daemon's monotonic clock origin is arbitrary (§2 E item 25).
-    for origin in [Timestamp::ZERO, Timestamp::from_millis(1), Timestamp::from_secs(4_000_000_000)] {
+    for origin in [
+        Timestamp::ZERO,
+        Timestamp::from_millis(1),
+        Timestamp::from_secs(4_000_000_000),
+    ] {
         let mut s = Server::new(ServerConfig::default(), origin);
         let mut changes = Vec::new();
         s.set_external_address(origin, Some(EXT), &mut changes);
         let mut reply = Vec::new();
-        s.handle(origin + secs(3), A, &addr_request(), &mut reply, &mut changes);
+        s.handle(
+            origin + secs(3),
+            A,
+            &addr_request(),
+            &mut reply,
+            &mut changes,
+        );
         assert_bytes(&reply, &addr_reply(SUCCESS, 3, EXT));
     }
 }
@@ -52,29 +65,50 @@ fn two_requests_10_seconds_apart_differ_by_10() {
 #[test]
 fn error_replies_carry_the_current_sssoe() {
     // §2 E item 24, §2 I item 49, §4 case 69: every reply, errors included.
-    let mut gw = Gw::with_config(ServerConfig { max_mappings_per_client: 1, ..ServerConfig::default() });
+    let mut gw = Gw::with_config(ServerConfig {
+        max_mappings_per_client: 1,
+        ..ServerConfig::default()
+    });
     gw.advance_secs(123);
     gw.map_ok(A, UDP, 1, 0, 60);
     // Unsupported version.
     assert_bytes(&gw.reply(A, &[0x01, 0x00]), &unsupported_version_reply(123));
     // Unsupported opcode.
-    assert_bytes(&gw.reply(A, &[0x00, 0x09]), &[0x00, 0x89, 0x00, 0x05, 0, 0, 0, 123]);
+    assert_bytes(
+        &gw.reply(A, &[0x00, 0x09]),
+        &[0x00, 0x89, 0x00, 0x05, 0, 0, 0, 123],
+    );
     // Refused (internal port 0, lifetime > 0).
-    assert_bytes(&gw.reply(A, &map_request(TCP, 0, 0, 60)), &map_reply(TCP, REFUSED, 123, 0, 0, 0));
+    assert_bytes(
+        &gw.reply(A, &map_request(TCP, 0, 0, 60)),
+        &map_reply(TCP, REFUSED, 123, 0, 0, 0),
+    );
     // Out of resources (quota of 1).
-    assert_bytes(&gw.reply(A, &map_request(TCP, 2, 0, 60)), &map_reply(TCP, OUT_OF_RESOURCES, 123, 2, 0, 0));
+    assert_bytes(
+        &gw.reply(A, &map_request(TCP, 2, 0, 60)),
+        &map_reply(TCP, OUT_OF_RESOURCES, 123, 2, 0, 0),
+    );
     // Network failure (no address). Losing the address is a change: the epoch restarts.
     gw.set_address(None);
     gw.advance_secs(45);
-    assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(NETWORK_FAILURE, 45, Ipv4Addr::UNSPECIFIED));
-    assert_bytes(&gw.reply(A, &map_request(UDP, 5, 5, 60)), &map_reply(UDP, NETWORK_FAILURE, 45, 5, 0, 0));
+    assert_bytes(
+        &gw.reply(A, &addr_request()),
+        &addr_reply(NETWORK_FAILURE, 45, Ipv4Addr::UNSPECIFIED),
+    );
+    assert_bytes(
+        &gw.reply(A, &map_request(UDP, 5, 5, 60)),
+        &map_reply(UDP, NETWORK_FAILURE, 45, 5, 0, 0),
+    );
 }
 
 #[test]
 fn epoch_runs_before_any_external_address() {
     let mut gw = Gw::without_address();
     gw.advance_secs(50);
-    assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(NETWORK_FAILURE, 50, Ipv4Addr::UNSPECIFIED));
+    assert_bytes(
+        &gw.reply(A, &addr_request()),
+        &addr_reply(NETWORK_FAILURE, 50, Ipv4Addr::UNSPECIFIED),
+    );
 }
 
 #[test]
@@ -113,11 +147,18 @@ fn setting_the_same_address_again_does_not_reset_the_epoch() {
     let mut gw = Gw::new();
     gw.advance_secs(500);
     let mut changes = Vec::new();
-    gw.server.set_external_address(gw.now, Some(EXT), &mut changes);
-    assert!(changes.is_empty(), "no change, nothing to stage: {changes:?}");
+    gw.server
+        .set_external_address(gw.now, Some(EXT), &mut changes);
+    assert!(
+        changes.is_empty(),
+        "no change, nothing to stage: {changes:?}"
+    );
     assert_eq!(gw.server.epoch_seconds(gw.now), 500);
     gw.advance_secs(1);
-    assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(SUCCESS, 501, EXT));
+    assert_bytes(
+        &gw.reply(A, &addr_request()),
+        &addr_reply(SUCCESS, 501, EXT),
+    );
 }
 
 #[test]

@@ -11,7 +11,9 @@ fn external_address_reply_is_p2_with_the_address_bytes() {
     let r = gw.reply(A, &addr_request());
     assert_bytes(
         &r,
-        &[0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0xCB, 0x00, 0x71, 0x05],
+        &[
+            0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0xCB, 0x00, 0x71, 0x05,
+        ],
     );
 }
 
@@ -29,7 +31,10 @@ fn external_address_without_address_is_result_3_and_zero_address() {
     let mut gw = Gw::without_address();
     gw.advance_secs(12);
     let r = gw.reply(A, &addr_request());
-    assert_bytes(&r, &[0x00, 0x80, 0x00, 0x03, 0x00, 0x00, 0x00, 0x0C, 0, 0, 0, 0]);
+    assert_bytes(
+        &r,
+        &[0x00, 0x80, 0x00, 0x03, 0x00, 0x00, 0x00, 0x0C, 0, 0, 0, 0],
+    );
 }
 
 #[test]
@@ -39,7 +44,10 @@ fn external_address_after_address_is_lost_is_result_3_and_zero_address() {
     gw.set_address(None);
     gw.advance_secs(2);
     let r = gw.reply(A, &addr_request());
-    assert_bytes(&r, &addr_reply(NETWORK_FAILURE, gw.sssoe(), std::net::Ipv4Addr::UNSPECIFIED));
+    assert_bytes(
+        &r,
+        &addr_reply(NETWORK_FAILURE, gw.sssoe(), std::net::Ipv4Addr::UNSPECIFIED),
+    );
 }
 
 #[test]
@@ -57,7 +65,10 @@ fn external_address_reply_follows_address_change() {
 fn external_address_appears_after_startup_without_one() {
     let mut gw = Gw::without_address();
     gw.advance_secs(5);
-    assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(NETWORK_FAILURE, 5, std::net::Ipv4Addr::UNSPECIFIED));
+    assert_bytes(
+        &gw.reply(A, &addr_request()),
+        &addr_reply(NETWORK_FAILURE, 5, std::net::Ipv4Addr::UNSPECIFIED),
+    );
     gw.set_address(Some(EXT));
     gw.advance_secs(1);
     assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(SUCCESS, 1, EXT));
@@ -67,7 +78,10 @@ fn external_address_appears_after_startup_without_one() {
 fn external_address_is_the_same_for_every_client() {
     let mut gw = Gw::new();
     for client in [A, B, C] {
-        assert_bytes(&gw.reply(client, &addr_request()), &addr_reply(SUCCESS, 0, EXT));
+        assert_bytes(
+            &gw.reply(client, &addr_request()),
+            &addr_reply(SUCCESS, 0, EXT),
+        );
     }
 }
 

@@ -23,26 +23,46 @@ fn address_change_moves_every_forward_to_the_new_address() {
             .iter()
             .position(|c| matches!(c, Change::Remove(f) if f.same_elements(old)))
             .unwrap_or_else(|| panic!("no Remove of {old:?}"));
-        let new = Forward { external_addr: EXT2, ..*old };
+        let new = Forward {
+            external_addr: EXT2,
+            ..*old
+        };
         let ai = changes
             .iter()
             .position(|c| matches!(c, Change::Add(f) if f.same_elements(&new)))
             .unwrap_or_else(|| panic!("no Add of {new:?}"));
-        assert!(ri < ai, "the Remove of {old:?} must come before its Add (same inbound key)");
+        assert!(
+            ri < ai,
+            "the Remove of {old:?} must come before its Add (same inbound key)"
+        );
         // The kernel timeout still covers the rest of the lifetime, and no more than the grant.
         let t = changes[ai].forward().timeout;
         let view = gw
             .mappings()
             .into_iter()
-            .find(|m| m.client == old.internal_addr && m.protocol == old.protocol && m.internal_port == old.internal_port)
+            .find(|m| {
+                m.client == old.internal_addr
+                    && m.protocol == old.protocol
+                    && m.internal_port == old.internal_port
+            })
             .expect("mapping survives the change");
-        assert!(t <= secs(u64::from(view.lifetime) + 2), "{t:?} longer than the grant");
-        assert!(t >= secs(u64::from(view.expires_in)), "{t:?} shorter than what is left");
+        assert!(
+            t <= secs(u64::from(view.lifetime) + 2),
+            "{t:?} longer than the grant"
+        );
+        assert!(
+            t >= secs(u64::from(view.expires_in)),
+            "{t:?} shorter than what is left"
+        );
     }
     for m in gw.mappings() {
         assert_eq!(m.external_addr, Some(EXT2));
     }
-    assert!(gw.server.forwards(gw.now).iter().all(|f| f.external_addr == EXT2));
+    assert!(gw
+        .server
+        .forwards(gw.now)
+        .iter()
+        .all(|f| f.external_addr == EXT2));
 }
 
 #[test]
@@ -59,7 +79,10 @@ fn address_change_keeps_external_ports_and_lifetimes() {
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 1, 22, p, 100));
     assert_eq!(gw.changes.len(), 2);
     assert_is_remove_of(&gw.changes[0], &forward(TCP, EXT2, p, A, 22, 100));
-    assert_eq!(gw.changes[1], Change::Add(forward(TCP, EXT2, p, A, 22, 100)));
+    assert_eq!(
+        gw.changes[1],
+        Change::Add(forward(TCP, EXT2, p, A, 22, 100))
+    );
 }
 
 #[test]
@@ -97,7 +120,9 @@ fn reset_forgets_every_mapping_and_stages_their_removal() {
     assert_eq!(gw.changes.len(), 2, "{:?}", gw.changes);
     for old in &before {
         assert!(
-            gw.changes.iter().any(|c| matches!(c, Change::Remove(f) if f.same_elements(old))),
+            gw.changes
+                .iter()
+                .any(|c| matches!(c, Change::Remove(f) if f.same_elements(old))),
             "no Remove of {old:?}"
         );
     }
@@ -119,7 +144,10 @@ fn revert_forgets_a_created_mapping() {
     // The port is free again; a later request creates anew (an Add, no Remove).
     let r = gw.reply(A, &map_request(TCP, 8080, 8080, 7200));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 0, 8080, 8080, 7200));
-    assert_eq!(gw.changes, vec![Change::Add(forward(TCP, EXT, 8080, A, 8080, 7200))]);
+    assert_eq!(
+        gw.changes,
+        vec![Change::Add(forward(TCP, EXT, 8080, A, 8080, 7200))]
+    );
 }
 
 #[test]
@@ -129,7 +157,19 @@ fn revert_frees_the_port_for_another_client() {
     let failed = gw.changes.clone();
     gw.server.revert(&failed);
     assert_eq!(gw.map_ok(B, UDP, 1, 30000, 600), 30000);
-    assert_eq!(gw.map_ok(C, TCP, 1, 30000, 600), 30000, "no companion reservation left for A");
+}
+
+#[test]
+fn revert_drops_the_companion_reservation() {
+    let mut gw = Gw::new();
+    gw.map_ok(A, UDP, 1, 30000, 600);
+    let failed = gw.changes.clone();
+    gw.server.revert(&failed);
+    assert_eq!(
+        gw.map_ok(C, TCP, 1, 30000, 600),
+        30000,
+        "A's companion reservation outlived the revert"
+    );
 }
 
 #[test]

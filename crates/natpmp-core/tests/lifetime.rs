@@ -17,7 +17,13 @@ fn gw_after_announcements(config: ServerConfig) -> Gw {
 fn granted_lifetime_is_the_requested_one_up_to_the_maximum() {
     // §2 G item 36, §6 A10: never more than asked, capped at max_lifetime (86400 by default).
     let mut gw = Gw::new();
-    for (iport, asked, granted) in [(1u16, 7200u32, 7200u32), (2, 86400, 86400), (3, 86401, 86400), (4, 1_000_000, 86400), (5, 60, 60)] {
+    for (iport, asked, granted) in [
+        (1u16, 7200u32, 7200u32),
+        (2, 86400, 86400),
+        (3, 86401, 86400),
+        (4, 1_000_000, 86400),
+        (5, 60, 60),
+    ] {
         let r = gw.reply(A, &map_request(UDP, iport, 0, asked));
         let m = parse_map_reply(&r);
         assert_eq!(m.lifetime, granted, "asked {asked}");
@@ -27,10 +33,16 @@ fn granted_lifetime_is_the_requested_one_up_to_the_maximum() {
 
 #[test]
 fn configured_max_lifetime_caps_the_grant() {
-    let mut gw = Gw::with_config(ServerConfig { max_lifetime: 3600, ..ServerConfig::default() });
+    let mut gw = Gw::with_config(ServerConfig {
+        max_lifetime: 3600,
+        ..ServerConfig::default()
+    });
     let r = gw.reply(A, &map_request(TCP, 8080, 8080, 7200));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 0, 8080, 8080, 3600));
-    assert_eq!(gw.changes, vec![Change::Add(forward(TCP, EXT, 8080, A, 8080, 3600))]);
+    assert_eq!(
+        gw.changes,
+        vec![Change::Add(forward(TCP, EXT, 8080, A, 8080, 3600))]
+    );
 }
 
 #[test]
@@ -66,10 +78,16 @@ fn lifetime_0xffffffff_is_capped_and_expires_when_the_reply_said() {
 
 #[test]
 fn lifetime_0xffffffff_with_unlimited_maximum_does_not_overflow() {
-    let mut gw = Gw::with_config(ServerConfig { max_lifetime: u32::MAX, ..ServerConfig::default() });
-    let r = gw.reply(A, &map_request(UDP, 9, 9, u32::MAX));
-    assert_bytes(&r, &map_reply(UDP, SUCCESS, 0, 9, 9, u32::MAX));
-    assert_eq!(gw.changes, vec![Change::Add(forward(UDP, EXT, 9, A, 9, u32::MAX))]);
+    let mut gw = Gw::with_config(ServerConfig {
+        max_lifetime: u32::MAX,
+        ..ServerConfig::default()
+    });
+    let r = gw.reply(A, &map_request(UDP, 9, 9999, u32::MAX));
+    assert_bytes(&r, &map_reply(UDP, SUCCESS, 0, 9, 9999, u32::MAX));
+    assert_eq!(
+        gw.changes,
+        vec![Change::Add(forward(UDP, EXT, 9999, A, 9, u32::MAX))]
+    );
     let pt = gw.server.poll_timeout().expect("something is pending");
     assert!(pt <= T0 + secs(u64::from(u32::MAX)));
     gw.advance_secs(365 * 24 * 3600);
@@ -110,7 +128,11 @@ fn late_handle_timeout_expires_everything_due() {
     let c = gw.timeout();
     assert_eq!(c.len(), 2, "{c:?}");
     assert!(c.iter().all(|c| matches!(c, Change::Remove(_))));
-    let left: Vec<_> = gw.mappings().iter().map(|m| (m.client, m.internal_port)).collect();
+    let left: Vec<_> = gw
+        .mappings()
+        .iter()
+        .map(|m| (m.client, m.internal_port))
+        .collect();
     assert_eq!(left, vec![(C, 3)]);
 }
 
@@ -135,7 +157,11 @@ fn poll_timeout_is_never_later_than_the_next_expiry() {
     gw.map_ok(A, TCP, 1, 0, 300);
     gw.map_ok(A, TCP, 2, 0, 100);
     let pt = gw.server.poll_timeout().expect("a mapping is pending");
-    assert!(pt <= t + secs(100), "poll_timeout {pt:?} after expiry {:?}", t + secs(100));
+    assert!(
+        pt <= t + secs(100),
+        "poll_timeout {pt:?} after expiry {:?}",
+        t + secs(100)
+    );
     assert!(pt >= t, "poll_timeout in the past");
 }
 
@@ -150,7 +176,9 @@ fn driving_by_poll_timeout_expires_each_mapping_on_time() {
     }
     let mut removed_at = Vec::new();
     for _ in 0..1000 {
-        let Some(next) = gw.server.poll_timeout() else { break };
+        let Some(next) = gw.server.poll_timeout() else {
+            break;
+        };
         // A deadline already past means "now" (the daemon would not sleep).
         gw.now = next.max(gw.now);
         let c = gw.timeout();
@@ -158,10 +186,18 @@ fn driving_by_poll_timeout_expires_each_mapping_on_time() {
             let f = ch.forward();
             let l = lifetimes[(f.internal_port - 100) as usize];
             removed_at.push((f.internal_port, gw.now));
-            assert_eq!(gw.now, t + secs(u64::from(l)), "port {} removed at the wrong time", f.internal_port);
+            assert_eq!(
+                gw.now,
+                t + secs(u64::from(l)),
+                "port {} removed at the wrong time",
+                f.internal_port
+            );
         }
         if c.is_empty() && gw.server.poll_timeout().is_some_and(|p| p <= gw.now) {
-            panic!("poll_timeout {:?} reports work that handle_timeout does not do", gw.now);
+            panic!(
+                "poll_timeout {:?} reports work that handle_timeout does not do",
+                gw.now
+            );
         }
     }
     assert_eq!(removed_at.len(), lifetimes.len());
@@ -176,7 +212,10 @@ fn renewal_extends_the_expiry() {
     gw.advance_secs(50);
     gw.map_ok(A, UDP, 5060, 5060, 60);
     gw.now = t + secs(60);
-    assert!(gw.timeout().is_empty(), "the old lifetime must not remove a renewed mapping");
+    assert!(
+        gw.timeout().is_empty(),
+        "the old lifetime must not remove a renewed mapping"
+    );
     assert_eq!(gw.mapping(A, UDP, 5060).unwrap().expires_in, 50);
     gw.now = t + secs(110);
     assert_eq!(gw.timeout().len(), 1);
@@ -213,7 +252,10 @@ fn request_after_expiry_creates_a_fresh_mapping() {
     gw.timeout();
     let r = gw.reply(A, &map_request(UDP, 4500, 4500, 20));
     assert_bytes(&r, &map_reply(UDP, SUCCESS, 11, 4500, 4500, 20));
-    assert_eq!(gw.changes, vec![Change::Add(forward(UDP, EXT, 4500, A, 4500, 20))]);
+    assert_eq!(
+        gw.changes,
+        vec![Change::Add(forward(UDP, EXT, 4500, A, 4500, 20))]
+    );
 }
 
 #[test]

@@ -11,11 +11,16 @@ fn tcp_map_request_example_from_checklist_is_granted_as_asked() {
     // §1.1: `00 02 0000 1F90 1F90 00001C20` -> `00 82 0000 ssssssss 1F90 1F90 00001C20`.
     let mut gw = Gw::new();
     gw.advance_secs(0x21);
-    let req = [0x00, 0x02, 0x00, 0x00, 0x1F, 0x90, 0x1F, 0x90, 0x00, 0x00, 0x1C, 0x20];
+    let req = [
+        0x00, 0x02, 0x00, 0x00, 0x1F, 0x90, 0x1F, 0x90, 0x00, 0x00, 0x1C, 0x20,
+    ];
     let r = gw.reply(A, &req);
     assert_bytes(
         &r,
-        &[0x00, 0x82, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21, 0x1F, 0x90, 0x1F, 0x90, 0x00, 0x00, 0x1C, 0x20],
+        &[
+            0x00, 0x82, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21, 0x1F, 0x90, 0x1F, 0x90, 0x00, 0x00,
+            0x1C, 0x20,
+        ],
     );
 }
 
@@ -25,7 +30,10 @@ fn create_stages_one_add_with_timeout_two_seconds_past_the_lifetime() {
     for (op, iport, eport, life) in [(UDP, 5000u16, 40000u16, 3600u32), (TCP, 6000, 41000, 120)] {
         let r = gw.reply(B, &map_request(op, iport, eport, life));
         assert_bytes(&r, &map_reply(op, SUCCESS, 0, iport, eport, life));
-        assert_eq!(gw.changes, vec![Change::Add(forward(op, EXT, eport, B, iport, life))]);
+        assert_eq!(
+            gw.changes,
+            vec![Change::Add(forward(op, EXT, eport, B, iport, life))]
+        );
     }
 }
 
@@ -45,16 +53,26 @@ fn udp_mapping_creates_no_tcp_mapping() {
     // §2 F item 27, §4 case 48.
     let mut gw = Gw::new();
     gw.map_ok(A, UDP, 4000, 4000, 600);
-    assert!(gw.changes.iter().all(|c| c.forward().protocol == Protocol::Udp));
+    assert!(gw
+        .changes
+        .iter()
+        .all(|c| c.forward().protocol == Protocol::Udp));
     assert!(gw.mapping(A, TCP, 4000).is_none());
-    assert!(gw.server.forwards(gw.now).iter().all(|f| f.protocol == Protocol::Udp));
+    assert!(gw
+        .server
+        .forwards(gw.now)
+        .iter()
+        .all(|f| f.protocol == Protocol::Udp));
 }
 
 #[test]
 fn tcp_mapping_creates_no_udp_mapping() {
     let mut gw = Gw::new();
     gw.map_ok(A, TCP, 4000, 4000, 600);
-    assert!(gw.changes.iter().all(|c| c.forward().protocol == Protocol::Tcp));
+    assert!(gw
+        .changes
+        .iter()
+        .all(|c| c.forward().protocol == Protocol::Tcp));
     assert!(gw.mapping(A, UDP, 4000).is_none());
 }
 
@@ -63,7 +81,11 @@ fn udp_and_tcp_mappings_of_one_internal_port_are_independent() {
     let mut gw = Gw::new();
     let u = gw.map_ok(A, UDP, 9000, 9000, 600);
     let t = gw.map_ok(A, TCP, 9000, 9000, 300);
-    assert_eq!((u, t), (9000, 9000), "the same client may hold both protocols of a port");
+    assert_eq!(
+        (u, t),
+        (9000, 9000),
+        "the same client may hold both protocols of a port"
+    );
     assert_eq!(gw.mapping(A, UDP, 9000).unwrap().lifetime, 600);
     assert_eq!(gw.mapping(A, TCP, 9000).unwrap().lifetime, 300);
 }
@@ -80,7 +102,10 @@ fn suggested_port_held_by_another_client_gets_a_different_nonzero_port() {
         assert_ne!(m.eport, 8080);
         assert!(gw.config.port_range.contains(&m.eport));
         assert_eq!(m.iport, 8080);
-        assert_eq!(gw.changes, vec![Change::Add(forward(op, EXT, m.eport, B, 8080, 7200))]);
+        assert_eq!(
+            gw.changes,
+            vec![Change::Add(forward(op, EXT, m.eport, B, 8080, 7200))]
+        );
         // A's mapping untouched.
         assert_eq!(gw.mapping(A, op, 8080).unwrap().external_port, 8080);
     }
@@ -96,7 +121,10 @@ fn suggested_port_zero_gets_a_high_nonzero_port() {
         assert_eq!(m.result, SUCCESS);
         assert!(m.eport >= 1024, "port {} below 1024", m.eport);
         assert!(m.eport != 5350 && m.eport != 5351);
-        assert_bytes(&gw.reply(A, &map_request(op, iport, 0, 3600)), &map_reply(op, SUCCESS, 0, iport, m.eport, 3600));
+        assert_bytes(
+            &gw.reply(A, &map_request(op, iport, 0, 3600)),
+            &map_reply(op, SUCCESS, 0, iport, m.eport, 3600),
+        );
     }
 }
 
@@ -106,7 +134,10 @@ fn suggested_port_zero_gets_a_port_from_the_configured_range() {
     let mut seen = Vec::new();
     for iport in 1..=10u16 {
         let p = gw.map_ok(A, TCP, iport, 0, 60);
-        assert!((50000..=50009).contains(&p), "port {p} outside 50000..=50009");
+        assert!(
+            (50000..=50009).contains(&p),
+            "port {p} outside 50000..=50009"
+        );
         assert!(!seen.contains(&p), "port {p} handed out twice");
         seen.push(p);
     }
@@ -135,7 +166,11 @@ fn suggested_ports_5350_and_5351_are_never_granted() {
         for suggested in [5350u16, 5351] {
             let m = gw.map(A, op, suggested, suggested, 600);
             assert_eq!(m.result, SUCCESS);
-            assert!(m.eport != 5350 && m.eport != 5351 && m.eport != 0, "{op} {suggested} -> {}", m.eport);
+            assert!(
+                m.eport != 5350 && m.eport != 5351 && m.eport != 0,
+                "{op} {suggested} -> {}",
+                m.eport
+            );
         }
     }
 }
@@ -164,7 +199,10 @@ fn same_client_same_internal_port_gets_the_existing_port_whatever_it_suggests() 
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 100, 8080, 8080, 3600));
     assert_eq!(gw.changes.len(), 2, "{:?}", gw.changes);
     assert_is_remove_of(&gw.changes[0], &old);
-    assert_eq!(gw.changes[1], Change::Add(forward(TCP, EXT, 8080, A, 8080, 3600)));
+    assert_eq!(
+        gw.changes[1],
+        Change::Add(forward(TCP, EXT, 8080, A, 8080, 3600))
+    );
     assert_eq!(gw.mappings().len(), 1);
     let v = gw.mapping(A, TCP, 8080).unwrap();
     assert_eq!((v.lifetime, v.expires_in), (3600, 3600));
@@ -211,7 +249,10 @@ fn renewal_after_table_reset_gets_the_suggested_old_port() {
     gw.advance_secs(3);
     let r = gw.reply(A, &map_request(TCP, 8080, p, 7200));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 3, 8080, p, 7200));
-    assert_eq!(gw.changes, vec![Change::Add(forward(TCP, EXT, p, A, 8080, 7200))]);
+    assert_eq!(
+        gw.changes,
+        vec![Change::Add(forward(TCP, EXT, p, A, 8080, 7200))]
+    );
 }
 
 #[test]
@@ -227,7 +268,11 @@ fn internal_port_zero_with_nonzero_lifetime_is_refused_with_result_2() {
             assert!(gw.changes.is_empty());
         }
     }
-    assert_eq!(gw.mappings().len(), 1, "internal port 0 must neither create nor delete");
+    assert_eq!(
+        gw.mappings().len(),
+        1,
+        "internal port 0 must neither create nor delete"
+    );
 }
 
 #[test]
@@ -236,7 +281,11 @@ fn map_without_external_address_is_result_3_with_port_echoed() {
     let mut gw = Gw::without_address();
     gw.advance_secs(6);
     for op in [UDP, TCP] {
-        for (iport, eport, life) in [(8080u16, 8080u16, 7200u32), (1, 0, 1), (65535, 65535, u32::MAX)] {
+        for (iport, eport, life) in [
+            (8080u16, 8080u16, 7200u32),
+            (1, 0, 1),
+            (65535, 65535, u32::MAX),
+        ] {
             let r = gw.reply(A, &map_request(op, iport, eport, life));
             assert_bytes(&r, &map_reply(op, NETWORK_FAILURE, 6, iport, 0, 0));
             assert!(gw.changes.is_empty());
@@ -264,7 +313,10 @@ fn mapping_view_shows_what_was_granted() {
             description: "NAT-PMP tcp 8080".to_string(),
         }
     );
-    assert_eq!(gw.mapping(B, UDP, 53).unwrap().description, "NAT-PMP udp 53");
+    assert_eq!(
+        gw.mapping(B, UDP, 53).unwrap().description,
+        "NAT-PMP udp 53"
+    );
 }
 
 #[test]
@@ -282,12 +334,23 @@ fn mapping_view_expires_in_counts_down() {
 fn mappings_are_sorted_by_client_protocol_and_internal_port() {
     let mut gw = Gw::new();
     // Inserted out of order; C (…88.9) sorts before A (…88.10) numerically.
-    let order = [(B, TCP, 5u16), (A, TCP, 300), (C, UDP, 7), (A, UDP, 20), (A, TCP, 40), (A, UDP, 3), (B, UDP, 1)];
+    let order = [
+        (B, TCP, 5u16),
+        (A, TCP, 300),
+        (C, UDP, 7),
+        (A, UDP, 20),
+        (A, TCP, 40),
+        (A, UDP, 3),
+        (B, UDP, 1),
+    ];
     for (client, op, iport) in order {
         gw.map_ok(client, op, iport, 0, 600);
     }
-    let got: Vec<(Ipv4Addr, Protocol, u16)> =
-        gw.mappings().iter().map(|m| (m.client, m.protocol, m.internal_port)).collect();
+    let got: Vec<(Ipv4Addr, Protocol, u16)> = gw
+        .mappings()
+        .iter()
+        .map(|m| (m.client, m.protocol, m.internal_port))
+        .collect();
     let mut expected: Vec<(Ipv4Addr, Protocol, u16)> =
         order.iter().map(|&(c, op, p)| (c, proto(op), p)).collect();
     expected.sort();
@@ -305,12 +368,28 @@ fn forwards_agree_with_mappings() {
         .server
         .forwards(gw.now)
         .iter()
-        .map(|f| (f.protocol, f.external_addr, f.external_port, f.internal_addr, f.internal_port))
+        .map(|f| {
+            (
+                f.protocol,
+                f.external_addr,
+                f.external_port,
+                f.internal_addr,
+                f.internal_port,
+            )
+        })
         .collect();
     let mut views: Vec<_> = gw
         .mappings()
         .iter()
-        .map(|m| (m.protocol, m.external_addr.unwrap(), m.external_port, m.client, m.internal_port))
+        .map(|m| {
+            (
+                m.protocol,
+                m.external_addr.unwrap(),
+                m.external_port,
+                m.client,
+                m.internal_port,
+            )
+        })
         .collect();
     fwd.sort();
     views.sort();
@@ -340,8 +419,13 @@ fn map_replies_carry_the_current_sssoe() {
 fn allocation_is_deterministic_for_a_given_seed() {
     // Same seed, same inputs -> same ports (the engine is deterministic).
     let run = |seed: u64| {
-        let mut gw = Gw::with_config(ServerConfig { seed, ..ServerConfig::default() });
-        (1..=5u16).map(|i| gw.map_ok(A, UDP, i, 0, 60)).collect::<Vec<_>>()
+        let mut gw = Gw::with_config(ServerConfig {
+            seed,
+            ..ServerConfig::default()
+        });
+        (1..=5u16)
+            .map(|i| gw.map_ok(A, UDP, i, 0, 60))
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(7), run(7));
     assert_eq!(run(0xDEAD_BEEF), run(0xDEAD_BEEF));

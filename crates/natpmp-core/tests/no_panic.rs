@@ -10,12 +10,17 @@
 //!   impossible ones (removing an absent element, adding a clashing key). After every step the
 //!   engine's `mappings()`, `forwards()` and the fake kernel must agree with the model, and the
 //!   table invariants must hold (unique external ports, companion reservation, quota).
-//! - `invariants_*`: the same steps plus losing the external address, checked for invariants
-//!   only (what happens to mappings while there is no address is not decided).
+//! - `model_*_through_address_loss`: the same with the address coming and going, against the
+//!   engine's documented choice (server.rs `set_external_address`): while there is no address,
+//!   mappings stay in the table but not in the kernel, creations and renewals get result 3,
+//!   deletes and expiry still work, and everything returns to the kernel with the next address.
+//! - `invariants_*`: the same steps plus arbitrary input, checked for invariants only.
 
 mod common;
 use common::*;
-use natpmp_core::{Change, Forward, MappingView, Outcome, Protocol, Server, ServerConfig, Timestamp};
+use natpmp_core::{
+    Change, Forward, MappingView, Outcome, Protocol, Server, ServerConfig, Timestamp,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -45,7 +50,11 @@ fn expected_shape(req: &[u8]) -> Option<(usize, u8)> {
 fn check_reply_shape(req: &[u8], outcome: Outcome, reply: &[u8]) -> Result<(), TestCaseError> {
     match (expected_shape(req), outcome) {
         (None, Outcome::Drop) => Ok(()),
-        (None, Outcome::Reply) => Err(TestCaseError::fail(format!("replied to {} with {}", hex(req), hex(reply)))),
+        (None, Outcome::Reply) => Err(TestCaseError::fail(format!(
+            "replied to {} with {}",
+            hex(req),
+            hex(reply)
+        ))),
         (Some(_), Outcome::Drop) => Err(TestCaseError::fail(format!("dropped {}", hex(req)))),
         (Some((len, op)), Outcome::Reply) => {
             prop_assert!((2..=1100).contains(&reply.len()));
@@ -139,8 +148,19 @@ proptest! {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Map { client: usize, op: u8, iport: u16, eport: u16, lifetime: u32, reserved: u16, extra: u8 },
-    Raw { client: usize, bytes: Vec<u8> },
+    Map {
+        client: usize,
+        op: u8,
+        iport: u16,
+        eport: u16,
+        lifetime: u32,
+        reserved: u16,
+        extra: u8,
+    },
+    Raw {
+        client: usize,
+        bytes: Vec<u8>,
+    },
     Advance(u64),
     SetAddr(Option<usize>),
     Reset,
@@ -179,14 +199,20 @@ fn step(lo: u16, allow_no_addr: bool) -> impl Strategy<Value = Step> {
 }
 
 fn config_strategy(lo: u16) -> impl Strategy<Value = ServerConfig> {
-    (prop_oneof![Just(lo..=lo + 7), Just(lo..=lo + 2), Just(5349..=5352)], 1u32..300, 1usize..5, any::<u64>()).prop_map(
-        |(port_range, max_lifetime, max_mappings_per_client, seed)| ServerConfig {
-            port_range,
-            max_lifetime,
-            max_mappings_per_client,
-            seed,
-        },
+    (
+        prop_oneof![Just(lo..=lo + 7), Just(lo..=lo + 2), Just(5349..=5352)],
+        1u32..300,
+        1usize..5,
+        any::<u64>(),
     )
+        .prop_map(
+            |(port_range, max_lifetime, max_mappings_per_client, seed)| ServerConfig {
+                port_range,
+                max_lifetime,
+                max_mappings_per_client,
+                seed,
+            },
+        )
 }
 
 const LO: u16 = 40000;
@@ -212,7 +238,11 @@ impl Kernel {
             match c {
                 Change::Remove(f) => {
                     let i = self.elements.iter().position(|e| e.same_elements(f));
-                    prop_assert!(i.is_some(), "Remove of an element the kernel does not hold: {:?}", f);
+                    prop_assert!(
+                        i.is_some(),
+                        "Remove of an element the kernel does not hold: {:?}",
+                        f
+                    );
                     self.elements.remove(i.unwrap());
                 }
                 Change::Add(f) => {
@@ -224,7 +254,8 @@ impl Kernel {
                         !self.elements.iter().any(|e| e.protocol == f.protocol
                             && e.internal_addr == f.internal_addr
                             && e.internal_port == f.internal_port),
-                        "Add clashes with an outbound key already held: {:?}", f
+                        "Add clashes with an outbound key already held: {:?}",
+                        f
                     );
                     self.elements.push(*f);
                 }
@@ -237,7 +268,15 @@ impl Kernel {
         let mut v: Vec<_> = self
             .elements
             .iter()
-            .map(|f| (f.protocol, f.external_addr, f.external_port, f.internal_addr, f.internal_port))
+            .map(|f| {
+                (
+                    f.protocol,
+                    f.external_addr,
+                    f.external_port,
+                    f.internal_addr,
+                    f.internal_port,
+                )
+            })
             .collect();
         v.sort();
         v
@@ -247,62 +286,118 @@ impl Kernel {
 fn forward_keys(fwds: &[Forward]) -> Vec<(Protocol, Ipv4Addr, u16, Ipv4Addr, u16)> {
     let mut v: Vec<_> = fwds
         .iter()
-        .map(|f| (f.protocol, f.external_addr, f.external_port, f.internal_addr, f.internal_port))
+        .map(|f| {
+            (
+                f.protocol,
+                f.external_addr,
+                f.external_port,
+                f.internal_addr,
+                f.internal_port,
+            )
+        })
         .collect();
     v.sort();
     v
 }
 
 /// Invariants that hold whatever happened.
-fn check_invariants(config: &ServerConfig, views: &[MappingView], fwds: &[Forward], addr: Option<Ipv4Addr>) -> Result<(), TestCaseError> {
+fn check_invariants(
+    config: &ServerConfig,
+    views: &[MappingView],
+    fwds: &[Forward],
+    addr: Option<Ipv4Addr>,
+) -> Result<(), TestCaseError> {
     // Sorted by client, protocol, internal port, and unique on that key.
     for w in views.windows(2) {
         prop_assert!(
-            (w[0].client, w[0].protocol, w[0].internal_port) < (w[1].client, w[1].protocol, w[1].internal_port),
-            "mappings not sorted / duplicated: {:?} then {:?}", w[0], w[1]
+            (w[0].client, w[0].protocol, w[0].internal_port)
+                < (w[1].client, w[1].protocol, w[1].internal_port),
+            "mappings not sorted / duplicated: {:?} then {:?}",
+            w[0],
+            w[1]
         );
     }
     let mut per_client: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
     for (i, m) in views.iter().enumerate() {
-        prop_assert!(config.port_range.contains(&m.external_port), "{:?} outside the range", m);
-        prop_assert!(m.external_port != 0 && m.external_port != 5350 && m.external_port != 5351, "{:?}", m);
-        prop_assert!(m.lifetime >= 1 && m.lifetime <= config.max_lifetime, "{:?}", m);
+        prop_assert!(
+            config.port_range.contains(&m.external_port),
+            "{:?} outside the range",
+            m
+        );
+        prop_assert!(
+            m.external_port != 0 && m.external_port != 5350 && m.external_port != 5351,
+            "{:?}",
+            m
+        );
+        prop_assert!(
+            m.lifetime >= 1 && m.lifetime <= config.max_lifetime,
+            "{:?}",
+            m
+        );
         prop_assert!(m.expires_in <= m.lifetime, "{:?}", m);
-        prop_assert_eq!(&m.description, &format!("NAT-PMP {} {}", m.protocol, m.internal_port));
+        prop_assert_eq!(
+            &m.description,
+            &format!("NAT-PMP {} {}", m.protocol, m.internal_port)
+        );
         *per_client.entry(m.client).or_default() += 1;
         for n in &views[i + 1..] {
             prop_assert!(
                 !(m.protocol == n.protocol && m.external_port == n.external_port),
-                "two mappings share {} {}: {:?} {:?}", m.protocol, m.external_port, m, n
+                "two mappings share {} {}: {:?} {:?}",
+                m.protocol,
+                m.external_port,
+                m,
+                n
             );
             prop_assert!(
                 !(m.client != n.client && m.external_port == n.external_port),
-                "companion rule broken: {:?} and {:?}", m, n
+                "companion rule broken: {:?} and {:?}",
+                m,
+                n
             );
         }
     }
     for (c, n) in per_client {
-        prop_assert!(n <= config.max_mappings_per_client, "{} holds {} mappings", c, n);
+        prop_assert!(
+            n <= config.max_mappings_per_client,
+            "{} holds {} mappings",
+            c,
+            n
+        );
     }
     if let Some(addr) = addr {
         for m in views {
             prop_assert_eq!(m.external_addr, Some(addr));
         }
-        let mut from_views: Vec<_> =
-            views.iter().map(|m| (m.protocol, addr, m.external_port, m.client, m.internal_port)).collect();
+        let mut from_views: Vec<_> = views
+            .iter()
+            .map(|m| (m.protocol, addr, m.external_port, m.client, m.internal_port))
+            .collect();
         from_views.sort();
-        prop_assert_eq!(forward_keys(fwds), from_views, "forwards() disagrees with mappings()");
+        prop_assert_eq!(
+            forward_keys(fwds),
+            from_views,
+            "forwards() disagrees with mappings()"
+        );
     }
     Ok(())
 }
 
 /// Is `port` free for `client` to take for `protocol`, per the model?
-fn free_for(config: &ServerConfig, table: &BTreeMap<Key, Entry>, client: Ipv4Addr, protocol: Protocol, port: u16) -> bool {
+fn free_for(
+    config: &ServerConfig,
+    table: &BTreeMap<Key, Entry>,
+    client: Ipv4Addr,
+    protocol: Protocol,
+    port: u16,
+) -> bool {
     config.port_range.contains(&port)
         && port != 0
         && port != 5350
         && port != 5351
-        && !table.iter().any(|(&(c, p, _), e)| e.eport == port && (p == protocol || c != client))
+        && !table
+            .iter()
+            .any(|(&(c, p, _), e)| e.eport == port && (p == protocol || c != client))
 }
 
 fn sssoe(now: Timestamp, epoch_start: Timestamp) -> u32 {
@@ -351,11 +446,24 @@ impl Model {
     fn expire(&mut self) -> Result<(), TestCaseError> {
         let mut changes = Vec::new();
         self.server.handle_timeout(self.now, &mut changes);
-        let due: Vec<Key> = self.table.iter().filter(|(_, e)| e.expiry <= self.now).map(|(k, _)| *k).collect();
-        prop_assert_eq!(changes.len(), due.len(), "expiry at {:?}: {:?}", self.now, changes);
+        let due: Vec<Key> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.expiry <= self.now)
+            .map(|(k, _)| *k)
+            .collect();
+        let staged = if self.addr.is_some() { due.len() } else { 0 };
+        prop_assert_eq!(
+            changes.len(),
+            staged,
+            "expiry at {:?}: {:?}",
+            self.now,
+            changes
+        );
         for k in &due {
             let e = self.table.remove(k).unwrap();
             prop_assert!(
+                self.addr.is_none() ||
                 changes.iter().any(|c| matches!(c, Change::Remove(f)
                     if (f.internal_addr, f.protocol, f.internal_port) == *k && f.external_port == e.eport)),
                 "no Remove for expired {:?}", k
@@ -367,27 +475,33 @@ impl Model {
     fn request(&mut self, client: Ipv4Addr, req: &[u8]) -> Result<(), TestCaseError> {
         let mut reply = vec![0xEE; 3];
         let mut changes = Vec::new();
-        let out = self.server.handle(self.now, client, req, &mut reply, &mut changes);
+        let out = self
+            .server
+            .handle(self.now, client, req, &mut reply, &mut changes);
         check_reply_shape(req, out, &reply)?;
         let kernel_before = self.kernel.clone();
         if out == Outcome::Reply {
             prop_assert_eq!(
                 u32::from_be_bytes(reply[4..8].try_into().unwrap()),
                 sssoe(self.now, self.epoch_start),
-                "SSSoE in {}", hex(&reply)
+                "SSSoE in {}",
+                hex(&reply)
             );
         }
         let is_map = out == Outcome::Reply && req[0] == 0 && (req[1] == 1 || req[1] == 2);
         if !is_map {
             prop_assert!(changes.is_empty(), "{} staged {:?}", hex(req), changes);
             if out == Outcome::Reply && req[0] == 0 && req[1] == 0 {
-                let addr = self.addr.expect("model test keeps an address");
-                prop_assert_eq!(&reply[..], &addr_reply(SUCCESS, sssoe(self.now, self.epoch_start), addr)[..]);
+                let s = sssoe(self.now, self.epoch_start);
+                let want = match self.addr {
+                    Some(addr) => addr_reply(SUCCESS, s, addr),
+                    None => addr_reply(NETWORK_FAILURE, s, Ipv4Addr::UNSPECIFIED),
+                };
+                prop_assert_eq!(&reply[..], &want[..]);
             }
             self.last_batch = None;
             return Ok(());
         }
-        let addr = self.addr.expect("model test keeps an address");
         let op = req[1];
         let protocol = proto(op);
         let iport = u16::from_be_bytes([req[4], req[5]]);
@@ -404,44 +518,107 @@ impl Model {
                 .filter(|&&(c, p, i)| c == client && p == protocol && (iport == 0 || i == iport))
                 .copied()
                 .collect();
-            prop_assert_eq!(changes.len(), gone.len(), "delete staged {:?}", changes);
+            let staged = if self.addr.is_some() { gone.len() } else { 0 };
+            prop_assert_eq!(changes.len(), staged, "delete staged {:?}", changes);
             prop_assert!(adds(&changes).is_empty());
             for k in gone {
                 self.table.remove(&k);
             }
         } else if iport == 0 {
-            prop_assert_eq!(&reply[..], &map_reply(op, REFUSED, s, 0, 0, 0)[..]);
+            // With no address, result 2 or 3 are both in the rules; 2 otherwise.
+            let refused = map_reply(op, REFUSED, s, 0, 0, 0);
+            let failed = map_reply(op, NETWORK_FAILURE, s, 0, 0, 0);
+            prop_assert!(
+                reply == refused || (self.addr.is_none() && reply == failed),
+                "{}",
+                hex(&reply)
+            );
+            prop_assert!(changes.is_empty());
+        } else if self.addr.is_none() {
+            // Create or renew with no address: result 3, nothing refreshed.
+            prop_assert_eq!(
+                &reply[..],
+                &map_reply(op, NETWORK_FAILURE, s, iport, 0, 0)[..]
+            );
             prop_assert!(changes.is_empty());
         } else {
+            let Some(addr) = self.addr else {
+                unreachable!("the no-address case is handled above")
+            };
             let key = (client, protocol, iport);
             let granted = asked.min(self.config.max_lifetime);
             if let Some(old) = self.table.get(&key).copied() {
-                prop_assert_eq!(&reply[..], &map_reply(op, SUCCESS, s, iport, old.eport, granted)[..], "renewal");
+                prop_assert_eq!(
+                    &reply[..],
+                    &map_reply(op, SUCCESS, s, iport, old.eport, granted)[..],
+                    "renewal"
+                );
                 prop_assert_eq!(changes.len(), 2, "renewal staged {:?}", changes);
-                prop_assert!(matches!(changes[0], Change::Remove(f) if f.same_elements(&forward(op, addr, old.eport, client, iport, old.lifetime))));
-                prop_assert_eq!(changes[1], Change::Add(forward(op, addr, old.eport, client, iport, granted)));
-                self.table.insert(key, Entry { eport: old.eport, lifetime: granted, expiry: self.now + secs(u64::from(granted)) });
+                prop_assert!(
+                    matches!(changes[0], Change::Remove(f) if f.same_elements(&forward(op, addr, old.eport, client, iport, old.lifetime)))
+                );
+                prop_assert_eq!(
+                    changes[1],
+                    Change::Add(forward(op, addr, old.eport, client, iport, granted))
+                );
+                self.table.insert(
+                    key,
+                    Entry {
+                        eport: old.eport,
+                        lifetime: granted,
+                        expiry: self.now + secs(u64::from(granted)),
+                    },
+                );
             } else if r.result == SUCCESS {
                 prop_assert!(
                     free_for(&self.config, &self.table, client, protocol, r.eport),
-                    "granted port {} is not free for {} {}", r.eport, client, protocol
+                    "granted port {} is not free for {} {}",
+                    r.eport,
+                    client,
+                    protocol
                 );
                 if free_for(&self.config, &self.table, client, protocol, suggested) {
                     prop_assert_eq!(r.eport, suggested, "a free suggested port must be granted");
                 }
-                prop_assert_eq!(&reply[..], &map_reply(op, SUCCESS, s, iport, r.eport, granted)[..]);
+                prop_assert_eq!(
+                    &reply[..],
+                    &map_reply(op, SUCCESS, s, iport, r.eport, granted)[..]
+                );
                 let held = self.table.keys().filter(|k| k.0 == client).count();
-                prop_assert!(held < self.config.max_mappings_per_client, "quota exceeded yet granted");
-                prop_assert_eq!(&changes, &vec![Change::Add(forward(op, addr, r.eport, client, iport, granted))]);
-                self.table.insert(key, Entry { eport: r.eport, lifetime: granted, expiry: self.now + secs(u64::from(granted)) });
+                prop_assert!(
+                    held < self.config.max_mappings_per_client,
+                    "quota exceeded yet granted"
+                );
+                prop_assert_eq!(
+                    &changes,
+                    &vec![Change::Add(forward(
+                        op, addr, r.eport, client, iport, granted
+                    ))]
+                );
+                self.table.insert(
+                    key,
+                    Entry {
+                        eport: r.eport,
+                        lifetime: granted,
+                        expiry: self.now + secs(u64::from(granted)),
+                    },
+                );
             } else {
-                prop_assert_eq!(&reply[..], &map_reply(op, OUT_OF_RESOURCES, s, iport, 0, 0)[..]);
+                prop_assert_eq!(
+                    &reply[..],
+                    &map_reply(op, OUT_OF_RESOURCES, s, iport, 0, 0)[..]
+                );
                 prop_assert!(changes.is_empty());
                 let held = self.table.keys().filter(|k| k.0 == client).count();
-                let any_free = self.config.port_range.clone().any(|p| free_for(&self.config, &self.table, client, protocol, p));
+                let any_free = self
+                    .config
+                    .port_range
+                    .clone()
+                    .any(|p| free_for(&self.config, &self.table, client, protocol, p));
                 prop_assert!(
                     held >= self.config.max_mappings_per_client || !any_free,
-                    "result 4 while under quota ({} held) and a port is free", held
+                    "result 4 while under quota ({} held) and a port is free",
+                    held
                 );
             }
         }
@@ -451,30 +628,49 @@ impl Model {
     }
 
     fn revert_last(&mut self) -> Result<(), TestCaseError> {
-        let Some((batch, kernel_before)) = self.last_batch.take() else { return Ok(()) };
+        let Some((batch, kernel_before)) = self.last_batch.take() else {
+            return Ok(());
+        };
         self.server.revert(&batch);
         for f in adds(&batch) {
-            self.table.remove(&(f.internal_addr, f.protocol, f.internal_port));
+            self.table
+                .remove(&(f.internal_addr, f.protocol, f.internal_port));
         }
         // The kernel refused the whole batch; the daemon then reconciles it with forwards().
         self.kernel = kernel_before;
         let want = self.server.forwards(self.now);
-        self.kernel.elements.retain(|e| want.iter().any(|w| w.same_elements(e)));
+        self.kernel
+            .elements
+            .retain(|e| want.iter().any(|w| w.same_elements(e)));
         Ok(())
     }
 
-    fn set_addr(&mut self, addr: Ipv4Addr) -> Result<(), TestCaseError> {
+    fn set_addr(&mut self, addr: Option<Ipv4Addr>) -> Result<(), TestCaseError> {
         let mut changes = Vec::new();
-        self.server.set_external_address(self.now, Some(addr), &mut changes);
-        if Some(addr) == self.addr {
+        self.server
+            .set_external_address(self.now, addr, &mut changes);
+        if addr == self.addr {
             prop_assert!(changes.is_empty(), "same address staged {:?}", changes);
         } else {
-            prop_assert_eq!(changes.len(), 2 * self.table.len(), "address change staged {:?}", changes);
-            prop_assert_eq!(adds(&changes).len(), self.table.len());
+            let n = self.table.len();
+            let want_removes = if self.addr.is_some() { n } else { 0 };
+            let want_adds = if addr.is_some() { n } else { 0 };
+            prop_assert_eq!(
+                removes(&changes).len(),
+                want_removes,
+                "address change staged {:?}",
+                changes
+            );
+            prop_assert_eq!(
+                adds(&changes).len(),
+                want_adds,
+                "address change staged {:?}",
+                changes
+            );
             for f in adds(&changes) {
-                prop_assert_eq!(f.external_addr, addr);
+                prop_assert_eq!(Some(f.external_addr), addr);
             }
-            self.addr = Some(addr);
+            self.addr = addr;
             self.epoch_start = self.now;
             self.restart_train();
         }
@@ -485,7 +681,12 @@ impl Model {
     fn reset(&mut self) -> Result<(), TestCaseError> {
         let mut changes = Vec::new();
         self.server.reset(self.now, &mut changes);
-        prop_assert_eq!(changes.len(), self.table.len());
+        let staged = if self.addr.is_some() {
+            self.table.len()
+        } else {
+            0
+        };
+        prop_assert_eq!(changes.len(), staged);
         prop_assert!(adds(&changes).is_empty());
         self.table.clear();
         self.epoch_start = self.now;
@@ -498,12 +699,23 @@ impl Model {
         let mut out = Vec::new();
         if self.server.poll_announcement(self.now, &mut out) {
             let start = self.train_start;
+            prop_assert!(self.addr.is_some(), "announcement with no external address");
             prop_assert!(start.is_some(), "announcement with no train");
-            let due = ANNOUNCE_OFFSETS_MS.iter().filter(|&&o| start.unwrap() + ms(o) <= self.now).count();
+            let due = ANNOUNCE_OFFSETS_MS
+                .iter()
+                .filter(|&&o| start.unwrap() + ms(o) <= self.now)
+                .count();
             self.copies_sent += 1;
-            prop_assert!(self.copies_sent <= due, "copy {} sent early", self.copies_sent);
+            prop_assert!(
+                self.copies_sent <= due,
+                "copy {} sent early",
+                self.copies_sent
+            );
             let addr = self.addr.unwrap();
-            prop_assert_eq!(&out[..], &addr_reply(SUCCESS, sssoe(self.now, self.epoch_start), addr)[..]);
+            prop_assert_eq!(
+                &out[..],
+                &addr_reply(SUCCESS, sssoe(self.now, self.epoch_start), addr)[..]
+            );
         }
         Ok(())
     }
@@ -512,34 +724,76 @@ impl Model {
         let views = self.server.mappings(self.now);
         let fwds = self.server.forwards(self.now);
         check_invariants(&self.config, &views, &fwds, self.addr)?;
+        if self.addr.is_none() {
+            prop_assert!(
+                fwds.is_empty(),
+                "forwards while there is no address: {:?}",
+                fwds
+            );
+            prop_assert!(views.iter().all(|m| m.external_addr.is_none()));
+        }
         // The model's table.
-        let got: Vec<(Key, u16, u32)> =
-            views.iter().map(|m| ((m.client, m.protocol, m.internal_port), m.external_port, m.lifetime)).collect();
-        let want: Vec<(Key, u16, u32)> = self.table.iter().map(|(k, e)| (*k, e.eport, e.lifetime)).collect();
+        let got: Vec<(Key, u16, u32)> = views
+            .iter()
+            .map(|m| {
+                (
+                    (m.client, m.protocol, m.internal_port),
+                    m.external_port,
+                    m.lifetime,
+                )
+            })
+            .collect();
+        let want: Vec<(Key, u16, u32)> = self
+            .table
+            .iter()
+            .map(|(k, e)| (*k, e.eport, e.lifetime))
+            .collect();
         prop_assert_eq!(got, want, "mappings() differ from the model");
         for m in &views {
             let e = self.table[&(m.client, m.protocol, m.internal_port)];
             let left_ms = e.expiry.since(self.now).as_millis() as u64;
             let floor = (left_ms / 1000) as u32;
             let ceil = left_ms.div_ceil(1000) as u32;
-            prop_assert!(m.expires_in == floor || m.expires_in == ceil, "expires_in {} for {} ms left", m.expires_in, left_ms);
+            prop_assert!(
+                m.expires_in == floor || m.expires_in == ceil,
+                "expires_in {} for {} ms left",
+                m.expires_in,
+                left_ms
+            );
         }
         // poll_timeout never later than the next expiry.
         if let Some(next) = self.table.values().map(|e| e.expiry).min() {
             let pt = self.server.poll_timeout();
-            prop_assert!(pt.is_some_and(|p| p <= next), "poll_timeout {:?} after expiry {:?}", pt, next);
+            prop_assert!(
+                pt.is_some_and(|p| p <= next),
+                "poll_timeout {:?} after expiry {:?}",
+                pt,
+                next
+            );
         }
         // The fake kernel holds exactly what the engine says it should.
-        prop_assert_eq!(self.kernel.keys(), forward_keys(&fwds), "kernel drifted from forwards()");
+        prop_assert_eq!(
+            self.kernel.keys(),
+            forward_keys(&fwds),
+            "kernel drifted from forwards()"
+        );
         Ok(())
     }
 
     fn run(&mut self, step: &Step) -> Result<(), TestCaseError> {
         match step {
-            Step::Map { client, op, iport, eport, lifetime, reserved, extra } => {
+            Step::Map {
+                client,
+                op,
+                iport,
+                eport,
+                lifetime,
+                reserved,
+                extra,
+            } => {
                 let mut req = map_request(*op, *iport, *eport, *lifetime).to_vec();
                 req[2..4].copy_from_slice(&reserved.to_be_bytes());
-                req.extend(std::iter::repeat(0x5A).take(*extra as usize));
+                req.extend(std::iter::repeat_n(0x5A, *extra as usize));
                 self.request(CLIENTS[*client], &req)?;
             }
             Step::Raw { client, bytes } => self.request(CLIENTS[*client], bytes)?,
@@ -548,7 +802,7 @@ impl Model {
                 self.last_batch = None;
                 self.expire()?;
             }
-            Step::SetAddr(a) => self.set_addr(ADDRS[a.unwrap_or(0)])?,
+            Step::SetAddr(a) => self.set_addr(a.map(|i| ADDRS[i]))?,
             Step::Reset => self.reset()?,
             Step::Announce => self.announce()?,
             Step::RevertLast => self.revert_last()?,
@@ -573,6 +827,18 @@ proptest! {
     }
 
     #[test]
+    fn model_random_sequences_through_address_loss(
+        config in config_strategy(LO),
+        start in 0u64..1_000_000_000,
+        steps in proptest::collection::vec(step(LO, true), 1..80),
+    ) {
+        let mut m = Model::new(config, Timestamp::from_millis(start))?;
+        for s in &steps {
+            m.run(s)?;
+        }
+    }
+
+    #[test]
     fn invariants_hold_through_address_loss_and_arbitrary_input(
         config in prop_oneof![config_strategy(LO), Just(ServerConfig::default())],
         steps in proptest::collection::vec(step(LO, true), 1..80),
@@ -589,7 +855,7 @@ proptest! {
                 Step::Map { client, op, iport, eport, lifetime, reserved, extra } => {
                     let mut req = map_request(*op, *iport, *eport, *lifetime).to_vec();
                     req[2..4].copy_from_slice(&reserved.to_be_bytes());
-                    req.extend(std::iter::repeat(0x5A).take(*extra as usize));
+                    req.extend(std::iter::repeat_n(0x5A, *extra as usize));
                     let out = server.handle(now, CLIENTS[*client], &req, &mut reply, &mut changes);
                     check_reply_shape(&req, out, &reply)?;
                     let r = parse_map_reply(&reply);
@@ -638,4 +904,74 @@ proptest! {
             let _ = server.poll_timeout();
         }
     }
+}
+
+#[test]
+fn time_earlier_than_the_epoch_start_does_not_panic() {
+    // The daemon's clock is monotonic, but the engine must not panic if handed an earlier `now`.
+    let start = Timestamp::from_secs(100);
+    let mut server = Server::new(ServerConfig::default(), start);
+    let mut changes = Vec::new();
+    server.set_external_address(start, Some(EXT), &mut changes);
+    let earlier = Timestamp::from_secs(50);
+    let mut reply = Vec::new();
+    for req in [
+        &addr_request()[..],
+        &map_request(TCP, 1, 0, 60)[..],
+        &map_request(TCP, 1, 0, 0)[..],
+        &[1, 0][..],
+    ] {
+        let out = server.handle(earlier, A, req, &mut reply, &mut changes);
+        check_reply_shape(req, out, &reply).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(reply[4..8].try_into().unwrap()),
+            0,
+            "SSSoE before the epoch start"
+        );
+    }
+    server.handle_timeout(Timestamp::ZERO, &mut changes);
+    let mut out = Vec::new();
+    server.poll_announcement(Timestamp::ZERO, &mut out);
+    let _ = server.mappings(Timestamp::ZERO);
+    let _ = server.forwards(Timestamp::ZERO);
+}
+
+#[test]
+fn far_future_time_does_not_panic() {
+    let mut server = Server::new(
+        ServerConfig {
+            max_lifetime: u32::MAX,
+            ..ServerConfig::default()
+        },
+        T0,
+    );
+    let mut changes = Vec::new();
+    server.set_external_address(T0, Some(EXT), &mut changes);
+    let mut reply = Vec::new();
+    server.handle(
+        T0,
+        A,
+        &map_request(UDP, 1, 0, u32::MAX),
+        &mut reply,
+        &mut changes,
+    );
+    assert_eq!(parse_map_reply(&reply).result, SUCCESS);
+    let far = Timestamp::from_millis(u64::MAX - 1);
+    // SSSoE saturates rather than wrapping to a small number (which would look like a reboot).
+    assert_eq!(server.epoch_seconds(far), u32::MAX);
+    server.handle(far, A, &addr_request(), &mut reply, &mut changes);
+    assert_bytes(&reply, &addr_reply(SUCCESS, u32::MAX, EXT));
+    server.handle(
+        far,
+        A,
+        &map_request(UDP, 2, 0, u32::MAX),
+        &mut reply,
+        &mut changes,
+    );
+    server.handle_timeout(far, &mut changes);
+    assert!(
+        server.mappings(far).is_empty()
+            || server.mappings(far).iter().all(|m| m.internal_port == 2)
+    );
+    let _ = server.poll_timeout();
 }

@@ -6,7 +6,10 @@ use common::*;
 use natpmp_core::ServerConfig;
 
 fn quota(n: usize) -> Gw {
-    Gw::with_config(ServerConfig { max_mappings_per_client: n, ..ServerConfig::default() })
+    Gw::with_config(ServerConfig {
+        max_mappings_per_client: n,
+        ..ServerConfig::default()
+    })
 }
 
 #[test]
@@ -63,8 +66,14 @@ fn expiry_frees_a_quota_slot() {
 fn deletes_are_answered_at_the_quota() {
     let mut gw = quota(1);
     gw.map_ok(A, UDP, 1, 0, 600);
-    assert_bytes(&gw.reply(A, &map_request(UDP, 9, 0, 0)), &map_reply(UDP, SUCCESS, 0, 9, 0, 0));
-    assert_bytes(&gw.reply(A, &map_request(TCP, 0, 0, 0)), &map_reply(TCP, SUCCESS, 0, 0, 0, 0));
+    assert_bytes(
+        &gw.reply(A, &map_request(UDP, 9, 0, 0)),
+        &map_reply(UDP, SUCCESS, 0, 9, 0, 0),
+    );
+    assert_bytes(
+        &gw.reply(A, &map_request(TCP, 0, 0, 0)),
+        &map_reply(TCP, SUCCESS, 0, 0, 0, 0),
+    );
 }
 
 #[test]
@@ -82,9 +91,16 @@ fn default_quota_is_256_mappings_per_client() {
 fn no_free_port_in_the_range_gets_result_4() {
     // §4 case 63.
     let mut gw = Gw::small_range(40000, 40002);
-    let mut got: Vec<u16> = [A, B, C].iter().map(|&c| gw.map_ok(c, UDP, 7, 40000, 600)).collect();
+    let mut got: Vec<u16> = [A, B, C]
+        .iter()
+        .map(|&c| gw.map_ok(c, UDP, 7, 40000, 600))
+        .collect();
     got.sort();
-    assert_eq!(got, vec![40000, 40001, 40002], "never an error while a port is free");
+    assert_eq!(
+        got,
+        vec![40000, 40001, 40002],
+        "never an error while a port is free"
+    );
     let d = std::net::Ipv4Addr::new(192, 168, 88, 30);
     gw.advance_secs(2);
     for suggested in [0u16, 40000, 50000] {
@@ -126,4 +142,42 @@ fn many_back_to_back_requests_from_one_host_are_all_answered() {
     }
     assert!(ok > 0 && full > 0);
     assert_eq!(gw.mappings().len(), 256);
+}
+
+#[test]
+#[allow(clippy::reversed_empty_ranges)]
+fn empty_port_range_gives_result_4() {
+    // A range with no port in it (start > end): "no free port in port_range -> result 4",
+    // never a port outside the range.
+    let mut gw = Gw::with_config(ServerConfig {
+        port_range: 40005..=40000,
+        ..ServerConfig::default()
+    });
+    for suggested in [0u16, 40000, 40005, 40002] {
+        let r = gw.reply(A, &map_request(TCP, 1, suggested, 60));
+        assert_bytes(&r, &map_reply(TCP, OUT_OF_RESOURCES, 0, 1, 0, 0));
+    }
+    assert!(gw.mappings().is_empty());
+}
+
+#[test]
+fn range_of_only_port_zero_gives_result_4() {
+    let mut gw = Gw::with_config(ServerConfig {
+        port_range: 0..=0,
+        ..ServerConfig::default()
+    });
+    let r = gw.reply(A, &map_request(UDP, 1, 0, 60));
+    assert_bytes(&r, &map_reply(UDP, OUT_OF_RESOURCES, 0, 1, 0, 0));
+}
+
+#[test]
+fn zero_quota_refuses_every_creation() {
+    let mut gw = quota(0);
+    let r = gw.reply(A, &map_request(UDP, 1, 0, 60));
+    assert_bytes(&r, &map_reply(UDP, OUT_OF_RESOURCES, 0, 1, 0, 0));
+    // Deletes are still answered.
+    assert_bytes(
+        &gw.reply(A, &map_request(UDP, 1, 0, 0)),
+        &map_reply(UDP, SUCCESS, 0, 1, 0, 0),
+    );
 }

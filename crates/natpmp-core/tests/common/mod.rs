@@ -7,7 +7,9 @@
 //! Not every test binary uses every helper.
 #![allow(dead_code)]
 
-use natpmp_core::{Change, Forward, MappingView, Outcome, Protocol, Server, ServerConfig, Timestamp};
+use natpmp_core::{
+    Change, Forward, MappingView, Outcome, Protocol, Server, ServerConfig, Timestamp,
+};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -86,7 +88,14 @@ pub fn addr_reply(result: u16, sssoe: u32, addr: Ipv4Addr) -> Vec<u8> {
 }
 
 /// P4: `00 (128+op) result SSSoE iport eport lifetime`.
-pub fn map_reply(op: u8, result: u16, sssoe: u32, iport: u16, eport: u16, lifetime: u32) -> Vec<u8> {
+pub fn map_reply(
+    op: u8,
+    result: u16,
+    sssoe: u32,
+    iport: u16,
+    eport: u16,
+    lifetime: u32,
+) -> Vec<u8> {
     let mut b = vec![0u8, 0x80 | op];
     b.extend_from_slice(&result.to_be_bytes());
     b.extend_from_slice(&sssoe.to_be_bytes());
@@ -107,7 +116,7 @@ pub fn unsupported_version_reply(sssoe: u32) -> Vec<u8> {
 /// P6 as decided in §6 A3: length max(request, 8) capped at 1100; byte 1 |= 0x80; bytes 2–3 = 5;
 /// bytes 4–7 = SSSoE; every other byte echoed (bytes the request lacks are 0).
 pub fn unsupported_opcode_reply(request: &[u8], sssoe: u32) -> Vec<u8> {
-    let len = request.len().max(8).min(1100);
+    let len = request.len().clamp(8, 1100);
     let mut b = vec![0u8; len];
     let n = request.len().min(len);
     b[..n].copy_from_slice(&request[..n]);
@@ -118,7 +127,10 @@ pub fn unsupported_opcode_reply(request: &[u8], sssoe: u32) -> Vec<u8> {
 }
 
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Compare whole replies and print both in hex on failure.
@@ -160,7 +172,14 @@ pub fn parse_map_reply(b: &[u8]) -> MapReply {
 }
 
 /// The forward the engine should stage for a fresh mapping: timeout = granted + 2 s.
-pub fn forward(op: u8, ext: Ipv4Addr, eport: u16, client: Ipv4Addr, iport: u16, granted: u32) -> Forward {
+pub fn forward(
+    op: u8,
+    ext: Ipv4Addr,
+    eport: u16,
+    client: Ipv4Addr,
+    iport: u16,
+    granted: u32,
+) -> Forward {
     Forward {
         protocol: proto(op),
         external_addr: ext,
@@ -226,7 +245,11 @@ impl Gw {
     pub fn with_config(config: ServerConfig) -> Gw {
         let mut gw = Gw::without_address_config(config);
         gw.set_address(Some(EXT));
-        assert!(gw.changes.is_empty(), "setting the first address with no mappings stages nothing: {:?}", gw.changes);
+        assert!(
+            gw.changes.is_empty(),
+            "setting the first address with no mappings stages nothing: {:?}",
+            gw.changes
+        );
         gw
     }
 
@@ -277,7 +300,8 @@ impl Gw {
     /// Set (or clear) the external address; a real change restarts the expected epoch.
     pub fn set_address(&mut self, addr: Option<Ipv4Addr>) {
         self.changes.clear();
-        self.server.set_external_address(self.now, addr, &mut self.changes);
+        self.server
+            .set_external_address(self.now, addr, &mut self.changes);
         if self.addr != addr {
             self.epoch_start = self.now;
         }
@@ -289,7 +313,9 @@ impl Gw {
     pub fn send(&mut self, client: Ipv4Addr, request: &[u8]) -> Option<Vec<u8>> {
         let mut reply = vec![0xEE; 40];
         self.changes.clear();
-        let outcome = self.server.handle(self.now, client, request, &mut reply, &mut self.changes);
+        let outcome = self
+            .server
+            .handle(self.now, client, request, &mut reply, &mut self.changes);
         match outcome {
             Outcome::Reply => Some(reply),
             Outcome::Drop => None,
@@ -309,13 +335,29 @@ impl Gw {
     #[track_caller]
     pub fn assert_dropped(&mut self, client: Ipv4Addr, request: &[u8]) {
         let r = self.send(client, request);
-        assert!(r.is_none(), "expected no reply to {}, got {}", hex(request), hex(r.as_deref().unwrap_or(&[])));
-        assert!(self.changes.is_empty(), "a dropped request staged changes: {:?}", self.changes);
+        assert!(
+            r.is_none(),
+            "expected no reply to {}, got {}",
+            hex(request),
+            hex(r.as_deref().unwrap_or(&[]))
+        );
+        assert!(
+            self.changes.is_empty(),
+            "a dropped request staged changes: {:?}",
+            self.changes
+        );
     }
 
     /// A map request (12 bytes), parsed reply. Checks the reply's version and opcode.
     #[track_caller]
-    pub fn map(&mut self, client: Ipv4Addr, op: u8, iport: u16, eport: u16, lifetime: u32) -> MapReply {
+    pub fn map(
+        &mut self,
+        client: Ipv4Addr,
+        op: u8,
+        iport: u16,
+        eport: u16,
+        lifetime: u32,
+    ) -> MapReply {
         let r = self.reply(client, &map_request(op, iport, eport, lifetime));
         let m = parse_map_reply(&r);
         assert_eq!(m.opcode, 0x80 | op, "reply opcode: {}", hex(&r));
@@ -324,9 +366,19 @@ impl Gw {
 
     /// A successful create/renew; returns the external port.
     #[track_caller]
-    pub fn map_ok(&mut self, client: Ipv4Addr, op: u8, iport: u16, eport: u16, lifetime: u32) -> u16 {
+    pub fn map_ok(
+        &mut self,
+        client: Ipv4Addr,
+        op: u8,
+        iport: u16,
+        eport: u16,
+        lifetime: u32,
+    ) -> u16 {
         let m = self.map(client, op, iport, eport, lifetime);
-        assert_eq!(m.result, SUCCESS, "mapping {client} {op} {iport}->{eport} for {lifetime}s: {m:?}");
+        assert_eq!(
+            m.result, SUCCESS,
+            "mapping {client} {op} {iport}->{eport} for {lifetime}s: {m:?}"
+        );
         assert_ne!(m.eport, 0, "success with external port 0: {m:?}");
         m.eport
     }
