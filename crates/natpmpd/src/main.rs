@@ -1,1 +1,80 @@
-fn main() {}
+//! natpmpd: the NAT-PMP gateway daemon. Runs in the foreground and logs to stderr.
+
+use clap::Parser;
+use natpmpd::config::Config;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// NAT-PMP (RFC 6886) gateway daemon for Linux routers.
+///
+/// LAN hosts ask it for the router's external address and for port mappings; it installs
+/// real port forwards in its own nftables table, removes them when their lifetime ends, and
+/// announces its external address to the LAN. Configured like RouterOS `/ip nat-pmp`; see
+/// docs/configuration.md. Log detail: RUST_LOG=debug.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// The configuration file (TOML).
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "/etc/natpmpd/natpmpd.toml"
+    )]
+    config: PathBuf,
+
+    /// Check the configuration file and exit: 0 if valid, 1 with a message naming the key
+    /// and line if not.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    if let Some(path) = args.check_config {
+        return match Config::load(&path) {
+            Ok(_) => {
+                println!("{}: configuration is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("natpmpd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("natpmpd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(natpmpd::driver::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natpmpd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

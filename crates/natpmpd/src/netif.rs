@@ -1,0 +1,184 @@
+//! Interfaces and their IPv4 addresses: a snapshot read with getifaddrs, and a netlink route
+//! socket that wakes the daemon whenever a link or an IPv4 address changes.
+//!
+//! The monitor does not parse the events: any event means "read the snapshot again". That
+//! keeps one source of truth (the kernel's current state), makes missed or reordered events
+//! harmless, and costs one small dump per change, which is rare on a router.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use tokio::io::unix::AsyncFd;
+
+/// One IPv4 address with its prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfAddr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl IfAddr {
+    /// Whether `other` is inside this address's subnet.
+    pub fn contains(&self, other: Ipv4Addr) -> bool {
+        let mask = if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
+        };
+        u32::from(self.addr) & mask == u32::from(other) & mask
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub up: bool,
+    /// In the kernel's order: the primary address of each subnet comes first.
+    pub addrs: Vec<IfAddr>,
+}
+
+/// Every interface of this network namespace, by name.
+pub fn snapshot() -> io::Result<BTreeMap<String, Interface>> {
+    let mut out: BTreeMap<String, Interface> = BTreeMap::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+        let entry = match out.get_mut(&ifa.interface_name) {
+            Some(e) => e,
+            None => {
+                let index = nix::net::if_::if_nametoindex(ifa.interface_name.as_str()).unwrap_or(0);
+                out.entry(ifa.interface_name.clone()).or_insert(Interface {
+                    name: ifa.interface_name.clone(),
+                    index,
+                    up: false,
+                    addrs: Vec::new(),
+                })
+            }
+        };
+        entry.up |= ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+        let addr = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|a| a.ip());
+        let mask = ifa
+            .netmask
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|a| a.ip());
+        if let (Some(addr), Some(mask)) = (addr, mask) {
+            entry.addrs.push(IfAddr {
+                addr,
+                prefix_len: u32::from(mask).count_ones() as u8,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A netlink route socket subscribed to link and IPv4 address events.
+pub struct Monitor {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Monitor {
+    pub fn new() -> io::Result<Monitor> {
+        // SAFETY: plain socket(2) call; the result is checked and owned at once.
+        let raw: RawFd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_nl is plain old data; zeroed is a valid value.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        sa.nl_groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR) as u32;
+        // SAFETY: `sa` is a valid sockaddr_nl and the length matches it.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Monitor {
+            fd: {
+                // SAFETY: `fd` is an owned, open descriptor that moves into the AsyncFd and
+                // stays open, unchanged, until the AsyncFd drops it.
+                unsafe { AsyncFd::register(fd) }?
+            },
+        })
+    }
+
+    /// Wait for at least one event and drain all that are queued.
+    pub async fn changed(&self) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut buf = [0u8; 16384];
+            let mut got = false;
+            loop {
+                // SAFETY: reading into a stack buffer of the given length.
+                let n = unsafe {
+                    libc::recv(
+                        self.fd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                    )
+                };
+                if n >= 0 {
+                    got = true;
+                    continue;
+                }
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    // The kernel dropped events because we were slow: a re-read covers it.
+                    Some(libc::ENOBUFS) => got = true,
+                    _ => return Err(err),
+                }
+            }
+            guard.clear_ready();
+            if got {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_membership() {
+        let a = IfAddr {
+            addr: Ipv4Addr::new(192, 168, 88, 1),
+            prefix_len: 24,
+        };
+        assert!(a.contains(Ipv4Addr::new(192, 168, 88, 200)));
+        assert!(!a.contains(Ipv4Addr::new(192, 168, 89, 1)));
+        let all = IfAddr {
+            addr: Ipv4Addr::new(10, 0, 0, 1),
+            prefix_len: 0,
+        };
+        assert!(all.contains(Ipv4Addr::new(8, 8, 8, 8)));
+    }
+
+    #[test]
+    fn snapshot_lists_loopback() {
+        let snap = snapshot().expect("getifaddrs");
+        let lo = snap.get("lo").expect("lo exists in every namespace");
+        assert!(lo.index > 0);
+    }
+}

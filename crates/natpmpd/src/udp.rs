@@ -1,0 +1,107 @@
+//! The NAT-PMP UDP socket: one socket on 0.0.0.0:5351 that learns, for every datagram, the
+//! interface it arrived on and the address it was sent to (IP_PKTINFO), and sends each reply
+//! from exactly that address (clients drop replies from any other, RFC 6886 §3.2).
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockaddrIn,
+};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use tokio::io::unix::AsyncFd;
+
+/// A received datagram and where it came in.
+#[derive(Clone, Debug)]
+pub struct Datagram {
+    pub source: SocketAddrV4,
+    /// The destination address in the IP header (may be broadcast or multicast).
+    pub destination: Ipv4Addr,
+    /// The interface it arrived on.
+    pub ifindex: u32,
+    pub len: usize,
+}
+
+pub struct NatPmpSocket {
+    socket: AsyncFd<UdpSocket>,
+}
+
+impl NatPmpSocket {
+    pub fn bind(port: u16) -> io::Result<NatPmpSocket> {
+        let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+        socket.set_nonblocking(true)?;
+        setsockopt(&socket, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+        // Announcements are link-local (224.0.0.1): never let them leave the link.
+        setsockopt(&socket, sockopt::IpMulticastTtl, &1).map_err(io::Error::from)?;
+        setsockopt(&socket, sockopt::IpMulticastLoop, &false).map_err(io::Error::from)?;
+        Ok(NatPmpSocket {
+            socket: {
+                // SAFETY: `socket` is an owned, open descriptor that moves into the AsyncFd and
+                // stays open, unchanged, until the AsyncFd drops it.
+                unsafe { AsyncFd::register(socket) }?
+            },
+        })
+    }
+
+    pub async fn readable(&self) -> io::Result<()> {
+        let mut guard = self.socket.readable().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Receive one datagram into `buf` without blocking; `Ok(None)` when none is queued.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
+        let fd = self.socket.get_ref().as_raw_fd();
+        let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(source) = msg.address.map(|a| SocketAddrV4::new(a.ip(), a.port())) else {
+            return Ok(None);
+        };
+        let mut destination = Ipv4Addr::UNSPECIFIED;
+        let mut ifindex = 0;
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+                destination = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                ifindex = info.ipi_ifindex as u32;
+            }
+        }
+        Ok(Some(Datagram {
+            source,
+            destination,
+            ifindex,
+            len: msg.bytes,
+        }))
+    }
+
+    /// Send `payload` to `to` from local address `from` out of interface `ifindex`.
+    pub fn send_from(
+        &self,
+        payload: &[u8],
+        from: Ipv4Addr,
+        ifindex: u32,
+        to: SocketAddrV4,
+    ) -> io::Result<()> {
+        let info = libc::in_pktinfo {
+            ipi_ifindex: ifindex as libc::c_int,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(from).to_be(),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        let dest = SockaddrIn::from(to);
+        sendmsg(
+            self.socket.get_ref().as_raw_fd(),
+            &[IoSlice::new(payload)],
+            &[ControlMessage::Ipv4PacketInfo(&info)],
+            MsgFlags::empty(),
+            Some(&dest),
+        )
+        .map(|_| ())
+        .map_err(io::Error::from)
+    }
+}
