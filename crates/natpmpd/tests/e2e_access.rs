@@ -30,7 +30,7 @@ fn requests_from_the_internet_side_get_no_reply_and_create_nothing() {
     }
     assert!(lab.mappings().is_empty(), "requests from outside created mappings: {:?}", lab.mappings());
     let map = lab.inbound_map();
-    assert!(!map.contains(" : "), "requests from outside created kernel forwards:\n{map}");
+    assert!(!map.contains("elements"), "requests from outside created kernel forwards:\n{map}");
     lab.assert_daemon_running();
 }
 
