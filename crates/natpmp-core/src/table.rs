@@ -33,6 +33,58 @@ pub struct MappingTable {
     by_external: HashMap<(Protocol, u16), InternalKey>,
     expiry: BTreeSet<(Timestamp, InternalKey)>,
     per_client: HashMap<Ipv4Addr, usize>,
+    /// One bit per external port: set while either protocol of that port is held. Lets the
+    /// allocator find a wholly free port 64 ports per step, so even a nearly full port range
+    /// answers in microseconds (a flood cannot make each request scan 64k hash entries).
+    held_ports: PortBits,
+}
+
+/// A 65536-bit set (8 KiB), allocated on first use.
+#[derive(Default)]
+struct PortBits(Vec<u64>);
+
+impl PortBits {
+    fn set(&mut self, port: u16, on: bool) {
+        if self.0.is_empty() {
+            self.0 = vec![0; 1024];
+        }
+        let (word, bit) = (usize::from(port) / 64, port % 64);
+        if on {
+            self.0[word] |= 1 << bit;
+        } else {
+            self.0[word] &= !(1 << bit);
+        }
+    }
+
+    #[cfg(test)]
+    fn get(&self, port: u16) -> bool {
+        self.0
+            .get(usize::from(port) / 64)
+            .is_some_and(|w| w & (1 << (port % 64)) != 0)
+    }
+
+    /// The first clear bit in `from..=to` that `ok` accepts.
+    fn first_clear(&self, from: u16, to: u16, ok: impl Fn(u16) -> bool) -> Option<u16> {
+        let mut port = u32::from(from);
+        while port <= u32::from(to) {
+            let word = self.0.get(port as usize / 64).copied().unwrap_or(0);
+            // Bits below `port` in this word count as set, so they are skipped.
+            let free = !(word | ((1u64 << (port % 64)) - 1));
+            if free == 0 {
+                port = (port / 64 + 1) * 64;
+                continue;
+            }
+            let candidate = (port / 64) * 64 + free.trailing_zeros();
+            if candidate > u32::from(to) {
+                return None;
+            }
+            if ok(candidate as u16) {
+                return Some(candidate as u16);
+            }
+            port = candidate + 1;
+        }
+        None
+    }
 }
 
 impl MappingTable {
@@ -76,6 +128,7 @@ impl MappingTable {
         debug_assert!(!self.by_internal.contains_key(&key));
         self.by_external
             .insert((key.protocol, mapping.external_port), key);
+        self.held_ports.set(mapping.external_port, true);
         self.expiry.insert((mapping.expires, key));
         *self.per_client.entry(key.client).or_insert(0) += 1;
         self.by_internal.insert(key, mapping);
@@ -100,6 +153,12 @@ impl MappingTable {
     pub fn remove(&mut self, key: &InternalKey) -> Option<Mapping> {
         let m = self.by_internal.remove(key)?;
         self.by_external.remove(&(key.protocol, m.external_port));
+        if !self
+            .by_external
+            .contains_key(&(key.protocol.companion(), m.external_port))
+        {
+            self.held_ports.set(m.external_port, false);
+        }
         self.expiry.remove(&(m.expires, *key));
         if let Some(n) = self.per_client.get_mut(&key.client) {
             *n -= 1;
@@ -156,11 +215,12 @@ impl MappingTable {
 }
 
 /// Chooses external ports. The suggested port when policy and the table allow it; otherwise a
-/// port from the configured range, starting the search at a pseudo-random point so ports are
-/// not predictable from outside, then probing upward (expected O(1) while the range is sparse,
-/// bounded by the range size when it is full).
+/// wholly free port from the configured range, searched from a pseudo-random start so ports are
+/// not predictable from outside (a bitset scan: at most 1024 word reads, even when full); and
+/// when none is wholly free, a companion port the client itself holds.
 pub struct PortAllocator {
-    range: (u16, u16),
+    /// The configured range; `None` when it is empty (start > end), so nothing is handed out.
+    range: Option<(u16, u16)>,
     state: u64,
 }
 
@@ -173,14 +233,15 @@ impl PortAllocator {
     pub fn new(range: std::ops::RangeInclusive<u16>, seed: u64) -> PortAllocator {
         let (lo, hi) = (*range.start(), *range.end());
         PortAllocator {
-            range: (lo.max(1), hi.max(lo.max(1))),
+            // Never widened or moved: a port outside the configured range is never handed out.
+            range: (lo <= hi).then_some((lo, hi)),
             // xorshift must not start at 0.
             state: seed ^ 0x9E37_79B9_7F4A_7C15,
         }
     }
 
     fn in_range(&self, port: u16) -> bool {
-        port >= self.range.0 && port <= self.range.1
+        self.range.is_some_and(|(lo, hi)| port >= lo && port <= hi)
     }
 
     fn next_random(&mut self) -> u64 {
@@ -204,11 +265,73 @@ impl PortAllocator {
         if self.in_range(suggested) && usable(suggested) {
             return Some(suggested);
         }
-        let (lo, hi) = self.range;
-        let size = u64::from(hi - lo) + 1;
-        let start = self.next_random() % size;
-        (0..size)
-            .map(|i| lo + ((start + i) % size) as u16)
-            .find(|&p| usable(p))
+        let (lo, hi) = self.range?;
+        // First a port nobody holds in either protocol, from a random start, wrapping once.
+        let span = u32::from(hi - lo) + 1;
+        let start = lo + (self.next_random() % u64::from(span)) as u16;
+        let wholly_free = |p: u16| !reserved(p);
+        if let Some(p) = table
+            .held_ports
+            .first_clear(start, hi, wholly_free)
+            .or_else(|| table.held_ports.first_clear(lo, start, wholly_free))
+        {
+            return Some(p);
+        }
+        // Then the companion ports this client itself holds in the other protocol: with every
+        // port taken, those are the only ones the companion rule still lets it have.
+        table
+            .keys_of(client, protocol.companion())
+            .into_iter()
+            .filter_map(|k| table.get(&k).map(|m| m.external_port))
+            .find(|&p| self.in_range(p) && usable(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_bits_find_the_first_clear_bit_across_words() {
+        let mut bits = PortBits::default();
+        for p in 1000..=1200 {
+            bits.set(p, true);
+        }
+        assert!(bits.get(1100));
+        assert_eq!(bits.first_clear(1000, 2000, |_| true), Some(1201));
+        assert_eq!(bits.first_clear(1000, 1200, |_| true), None);
+        assert_eq!(bits.first_clear(1000, 2000, |p| p != 1201), Some(1202));
+        bits.set(1100, false);
+        assert_eq!(bits.first_clear(1000, 2000, |_| true), Some(1100));
+        assert_eq!(bits.first_clear(65535, 65535, |_| true), Some(65535));
+    }
+
+    #[test]
+    fn allocator_stays_inside_a_tiny_range_and_reports_exhaustion() {
+        let table = MappingTable::default();
+        let mut alloc = PortAllocator::new(5349..=5352, 7);
+        let client = Ipv4Addr::new(192, 168, 88, 10);
+        for _ in 0..50 {
+            let p = alloc.allocate(&table, client, Protocol::Tcp, 0).unwrap();
+            assert!(p == 5349 || p == 5352, "got {p}");
+        }
+        let mut table = MappingTable::default();
+        for (i, port) in [5349u16, 5352].into_iter().enumerate() {
+            table.insert(Mapping {
+                key: InternalKey {
+                    client,
+                    protocol: Protocol::Tcp,
+                    internal_port: i as u16 + 1,
+                },
+                external_port: port,
+                lifetime: 60,
+                expires: Timestamp::from_secs(60),
+            });
+        }
+        let other = Ipv4Addr::new(192, 168, 88, 11);
+        assert_eq!(alloc.allocate(&table, other, Protocol::Udp, 0), None);
+        // The holder itself may still take its companion UDP ports.
+        let p = alloc.allocate(&table, client, Protocol::Udp, 0).unwrap();
+        assert!(p == 5349 || p == 5352);
     }
 }
