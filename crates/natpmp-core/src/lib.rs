@@ -17,6 +17,6 @@ pub mod view;
 pub mod wire;
 
 pub use forward::{Change, Forward, Protocol};
-pub use server::{Outcome, Server, ServerConfig};
+pub use server::{MappingRecord, Outcome, Server, ServerConfig};
 pub use time::Timestamp;
 pub use view::MappingView;

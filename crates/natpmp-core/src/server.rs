@@ -56,7 +56,23 @@ pub struct Server {
     ports: PortAllocator,
     external: Option<Ipv4Addr>,
     epoch_start: Timestamp,
+    /// Seconds the epoch had already run before `epoch_start`: non-zero only after `restore`
+    /// carried an epoch over from a previous run whose mappings survived.
+    epoch_carry: u32,
     announcements: AnnouncementTrain,
+}
+
+/// One mapping as it is saved across restarts (the lease file) and restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MappingRecord {
+    pub client: Ipv4Addr,
+    pub protocol: Protocol,
+    pub internal_port: u16,
+    pub external_port: u16,
+    /// The lifetime granted by the last request, seconds.
+    pub lifetime: u32,
+    /// Milliseconds left at the time the record was taken.
+    pub expires_in_ms: u64,
 }
 
 impl Server {
@@ -68,8 +84,79 @@ impl Server {
             table: MappingTable::default(),
             external: None,
             epoch_start: now,
+            epoch_carry: 0,
             announcements: AnnouncementTrain::default(),
         }
+    }
+
+    /// Change the policy (live reload). Existing mappings keep their ports and lifetimes until
+    /// they are renewed; new requests follow the new policy.
+    pub fn set_config(&mut self, config: ServerConfig) {
+        if config.port_range != self.config.port_range {
+            self.ports = PortAllocator::new(config.port_range.clone(), config.seed);
+        }
+        self.config = config;
+    }
+
+    /// Every mapping as a record to save.
+    pub fn records(&self, now: Timestamp) -> Vec<MappingRecord> {
+        self.table
+            .iter()
+            .map(|m| MappingRecord {
+                client: m.key.client,
+                protocol: m.key.protocol,
+                internal_port: m.key.internal_port,
+                external_port: m.external_port,
+                lifetime: m.lifetime,
+                expires_in_ms: u64::try_from(m.expires.since(now).as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
+    /// Bring back mappings saved by an earlier run, staging their forwards, and continue that
+    /// run's epoch at `epoch_seconds` (RFC 6886 §3.6: the epoch resets only when mapping state
+    /// is lost; here it was kept). Records that have expired, or that clash with a mapping
+    /// already held (same internal endpoint, or an external port another client holds), are
+    /// skipped. Returns how many were restored.
+    pub fn restore(
+        &mut self,
+        now: Timestamp,
+        epoch_seconds: u32,
+        records: &[MappingRecord],
+        changes: &mut Vec<Change>,
+    ) -> usize {
+        self.epoch_start = now;
+        self.epoch_carry = epoch_seconds;
+        let mut restored = 0;
+        for r in records {
+            let key = InternalKey {
+                client: r.client,
+                protocol: r.protocol,
+                internal_port: r.internal_port,
+            };
+            if r.expires_in_ms == 0
+                || r.internal_port == 0
+                || r.external_port == 0
+                || self.table.get(&key).is_some()
+                || !self
+                    .table
+                    .port_available(r.client, r.protocol, r.external_port)
+            {
+                continue;
+            }
+            let mapping = Mapping {
+                key,
+                external_port: r.external_port,
+                lifetime: r.lifetime,
+                expires: now + Duration::from_millis(r.expires_in_ms),
+            };
+            self.table.insert(mapping);
+            if let Some(addr) = self.external {
+                changes.push(Change::Add(self.forward_of(now, &mapping, addr)));
+            }
+            restored += 1;
+        }
+        restored
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -110,6 +197,7 @@ impl Server {
 
     fn reset_epoch(&mut self, now: Timestamp) {
         self.epoch_start = now;
+        self.epoch_carry = 0;
         if self.external.is_some() {
             self.announcements.start(now);
         } else {
@@ -313,7 +401,8 @@ impl Server {
 
     /// Seconds since the start of the epoch (SSSoE) at `now`, saturating at u32::MAX.
     pub fn epoch_seconds(&self, now: Timestamp) -> u32 {
-        u32::try_from(now.since(self.epoch_start).as_secs()).unwrap_or(u32::MAX)
+        let run = u32::try_from(now.since(self.epoch_start).as_secs()).unwrap_or(u32::MAX);
+        run.saturating_add(self.epoch_carry)
     }
 
     /// Every live mapping, ordered by client, protocol, internal port.

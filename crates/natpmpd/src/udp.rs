@@ -3,8 +3,8 @@
 //! from exactly that address (clients drop replies from any other, RFC 6886 §3.2).
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockaddrIn,
+    bind, recvmsg, sendmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessage,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn,
 };
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -28,9 +28,22 @@ pub struct NatPmpSocket {
 
 impl NatPmpSocket {
     pub fn bind(port: u16) -> io::Result<NatPmpSocket> {
-        let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
-        socket.set_nonblocking(true)?;
-        setsockopt(&socket, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+        // IP_PKTINFO is switched on before bind: a datagram queued in between would carry no
+        // arrival interface and be dropped as if it came from outside.
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        setsockopt(&fd, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+        )
+        .map_err(io::Error::from)?;
+        let socket = UdpSocket::from(fd);
         // Announcements are link-local (224.0.0.1): never let them leave the link.
         setsockopt(&socket, sockopt::IpMulticastTtl, &1).map_err(io::Error::from)?;
         setsockopt(&socket, sockopt::IpMulticastLoop, &false).map_err(io::Error::from)?;
