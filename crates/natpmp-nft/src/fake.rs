@@ -1,8 +1,9 @@
 //! [`FakeForwarder`]: an in-memory kernel for engine and daemon tests.
 
-use crate::forwarder::{ForwardError, Forwarder};
-use crate::template;
+use crate::forwarder::{ForwardError, Forwarder, Health};
+use crate::{health, nftables, template};
 use natpmp_core::forward::{Change, Forward};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Keeps forwards in memory and applies changes in order, with the kernel's rules, so a test
@@ -15,6 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 ///
 /// Clones share one state, so a test can keep a clone to look inside while the daemon owns
 /// the other. `prepare` does not have to be called before `apply`.
+///
+/// Drift: [`FakeForwarder::wipe`] acts as if another tool deleted our table. Until the next
+/// `prepare`, `apply`, `list` and `set_hairpin` fail as the kernel's would ("No such file or
+/// directory") and `check` reports the table missing.
 #[derive(Debug, Default, Clone)]
 pub struct FakeForwarder {
     state: Arc<Mutex<FakeState>>,
@@ -26,6 +31,14 @@ struct FakeState {
     fail_next: bool,
     applied: Vec<Vec<Change>>,
     interface: Option<String>,
+    hairpin: (Option<Ipv4Addr>, Vec<(Ipv4Addr, u8)>),
+    wiped: bool,
+}
+
+fn table_gone(what: &str) -> ForwardError {
+    ForwardError::Kernel(format!(
+        "{what}: table ip natpmpd is missing: No such file or directory (os error 2)"
+    ))
 }
 
 impl FakeForwarder {
@@ -58,6 +71,22 @@ impl FakeForwarder {
     pub fn interface(&self) -> Option<String> {
         self.state().interface.clone()
     }
+
+    /// What the last `set_hairpin` was given (as given: host bits kept, not merged), or
+    /// `(None, [])` when nothing has been set since `prepare`, `teardown` or `wipe`.
+    pub fn hairpin(&self) -> (Option<Ipv4Addr>, Vec<(Ipv4Addr, u8)>) {
+        self.state().hairpin.clone()
+    }
+
+    /// Act as if another tool deleted our table (`nft flush ruleset`, a firewall reload): the
+    /// forwards and hairpin sets are gone, and everything but `prepare`, `check` and
+    /// `teardown` fails until the next `prepare`.
+    pub fn wipe(&self) {
+        let mut s = self.state();
+        s.forwards.clear();
+        s.hairpin = Default::default();
+        s.wiped = true;
+    }
 }
 
 fn conflicts(a: &Forward, b: &Forward) -> bool {
@@ -74,6 +103,8 @@ impl Forwarder for FakeForwarder {
         let mut s = self.state();
         s.forwards.clear();
         s.interface = Some(external_interface.to_owned());
+        s.hairpin = Default::default();
+        s.wiped = false;
         Ok(())
     }
 
@@ -84,6 +115,9 @@ impl Forwarder for FakeForwarder {
             return Err(ForwardError::Kernel(
                 "injected failure (fail_next_apply)".into(),
             ));
+        }
+        if s.wiped {
+            return Err(table_gone("apply"));
         }
         let mut next = s.forwards.clone();
         for (i, c) in changes.iter().enumerate() {
@@ -113,14 +147,43 @@ impl Forwarder for FakeForwarder {
     }
 
     fn list(&mut self) -> Result<Vec<Forward>, ForwardError> {
-        Ok(self.forwards())
+        let s = self.state();
+        if s.wiped {
+            return Err(table_gone("listing map inbound"));
+        }
+        Ok(s.forwards.clone())
     }
 
     fn teardown(&mut self) -> Result<(), ForwardError> {
         let mut s = self.state();
         s.forwards.clear();
         s.interface = None;
+        s.hairpin = Default::default();
         Ok(())
+    }
+
+    fn set_hairpin(
+        &mut self,
+        external_addr: Option<Ipv4Addr>,
+        lan_nets: &[(Ipv4Addr, u8)],
+    ) -> Result<(), ForwardError> {
+        // Refuse what the real one refuses, before looking at the table, as it does.
+        nftables::lan_ranges(lan_nets)
+            .map_err(|(addr, len)| ForwardError::InvalidNetwork(addr, len))?;
+        let mut s = self.state();
+        if s.wiped {
+            return Err(table_gone("setting hairpin"));
+        }
+        s.hairpin = (external_addr, lan_nets.to_vec());
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<Health, ForwardError> {
+        Ok(if self.state().wiped {
+            health::table_missing()
+        } else {
+            Health::Intact
+        })
     }
 }
 
@@ -177,6 +240,49 @@ mod tests {
         assert!(fake.apply(&[Change::Add(f(7, 1))]).is_err());
         assert_eq!(fake.list().unwrap(), vec![f(1, 1), f(3, 3)]);
         assert_eq!(fake.applied().len(), 6);
+    }
+
+    #[test]
+    fn wipe_breaks_everything_until_prepare() {
+        let mut fake = FakeForwarder::new();
+        let probe = fake.clone();
+        fake.prepare("eth0").unwrap();
+        fake.apply(&[Change::Add(f(1, 1))]).unwrap();
+        let lan = [(Ipv4Addr::new(192, 168, 88, 1), 24)];
+        let wan = Some(Ipv4Addr::new(203, 0, 113, 1));
+        fake.set_hairpin(wan, &lan).unwrap();
+        assert_eq!(probe.hairpin(), (wan, lan.to_vec()));
+        assert_eq!(fake.check().unwrap(), Health::Intact);
+
+        probe.wipe();
+        assert_eq!(
+            fake.check().unwrap(),
+            Health::Damaged("table ip natpmpd is missing".into())
+        );
+        assert!(matches!(fake.list(), Err(ForwardError::Kernel(_))));
+        assert!(matches!(
+            fake.apply(&[Change::Add(f(2, 2))]),
+            Err(ForwardError::Kernel(_))
+        ));
+        assert!(fake.set_hairpin(wan, &lan).is_err());
+        assert_eq!(probe.hairpin(), (None, vec![]));
+        assert!(probe.forwards().is_empty());
+
+        fake.prepare("eth0").unwrap();
+        assert_eq!(fake.check().unwrap(), Health::Intact);
+        assert_eq!(fake.list().unwrap(), vec![]);
+        fake.apply(&[Change::Add(f(2, 2))]).unwrap();
+        fake.set_hairpin(None, &[]).unwrap();
+        assert_eq!(probe.hairpin(), (None, vec![]));
+    }
+
+    #[test]
+    fn hairpin_refuses_a_prefix_over_32() {
+        let addr = Ipv4Addr::new(10, 0, 0, 0);
+        assert!(matches!(
+            FakeForwarder::new().set_hairpin(None, &[(addr, 33)]),
+            Err(ForwardError::InvalidNetwork(a, 33)) if a == addr
+        ));
     }
 
     #[test]

@@ -1,6 +1,18 @@
 //! The Forwarder trait: how the daemon changes the kernel's port forwards.
 
 use natpmp_core::forward::{Change, Forward};
+use std::net::Ipv4Addr;
+
+/// What [`Forwarder::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Our table is there with all its maps, sets, chains and rules.
+    Intact,
+    /// Something of ours is missing, e.g. `table ip natpmpd is missing` or `chain prerouting
+    /// has 0 of 2 rules` (another tool flushed the ruleset or reloaded a firewall). The cure
+    /// is `prepare`, then `set_hairpin` and re-adding the forwards.
+    Damaged(String),
+}
 
 /// Why a [`Forwarder`] call failed. After a failed `apply`, the kernel is as it was before the
 /// call (the transaction is all or nothing), except where [`ForwardError::Kernel`] says the
@@ -17,6 +29,9 @@ pub enum ForwardError {
     /// `nft -f` could not be run or refused the ruleset; the text is nft's own message.
     #[error("`nft -f` failed to load the natpmpd table: {0}")]
     Load(String),
+    /// An internal network given to `set_hairpin` has a prefix length over 32.
+    #[error("invalid internal network {0}/{1}: the prefix length is over 32")]
+    InvalidNetwork(Ipv4Addr, u8),
     /// The external interface name cannot be written into the ruleset safely.
     #[error("invalid external interface: {0}")]
     InvalidInterface(#[from] crate::template::InterfaceNameError),
@@ -40,4 +55,26 @@ pub trait Forwarder {
 
     /// Remove our table (used on shutdown when forwards are not kept).
     fn teardown(&mut self) -> Result<(), ForwardError>;
+
+    /// Set what hairpin (RFC 6886 section 4.3.4) needs: the current external address and the
+    /// internal interfaces' networks, as (address, prefix length); host bits are ignored, and
+    /// overlapping networks are fine. Replaces both earlier contents in one transaction.
+    /// `None` or an empty list turns hairpin off. `prepare` empties both, so call this after
+    /// every `prepare`, and whenever the external address or an internal network changes.
+    fn set_hairpin(
+        &mut self,
+        external_addr: Option<Ipv4Addr>,
+        lan_nets: &[(Ipv4Addr, u8)],
+    ) -> Result<(), ForwardError> {
+        let _ = (external_addr, lan_nets);
+        Ok(())
+    }
+
+    /// Whether our table is still whole: another tool may have deleted or flushed it. Cheap
+    /// (no process is spawned, and the cost does not grow with the number of forwards), so
+    /// it can be polled every few seconds. Elements are not checked: compare `list` with the
+    /// forwards you expect for that.
+    fn check(&mut self) -> Result<Health, ForwardError> {
+        Ok(Health::Intact)
+    }
 }

@@ -1,13 +1,15 @@
 //! [`NftForwarder`]: the real backend, nftables map elements and conntrack over netlink.
 
 use crate::conntrack::{self, Entry};
-use crate::forwarder::{ForwardError, Forwarder};
+use crate::forwarder::{ForwardError, Forwarder, Health};
+use crate::health;
 use crate::nftables::{self, InboundElement, Map, OutboundElement};
 use crate::nl::{self, ErrorMsg, MsgBuilder, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP};
 use crate::template;
 use natpmp_core::forward::{Change, Forward};
 use std::fs::File;
 use std::io::{self, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -27,6 +29,8 @@ const ERRORS_QUOTED: usize = 3;
 /// - `apply` sends one nf_tables batch per call (one element message per change and map),
 ///   then, if forwards were removed for good, deletes their conntrack entries.
 /// - `list` dumps both maps and pairs their elements back into forwards.
+/// - `set_hairpin` replaces the two hairpin sets' elements in one batch.
+/// - `check` reads our table's sets, chains and rules (not elements) in four small requests.
 ///
 /// Namespace rule: the netlink socket belongs to the network namespace of the thread that
 /// called [`NftForwarder::new`], for its whole life. `nft` is run in that same namespace even
@@ -211,10 +215,23 @@ impl NftForwarder {
     /// flags as interrupted (the map changed meanwhile) is started over.
     fn dump(
         &mut self,
+        request: impl FnMut(u32) -> Vec<u8>,
+        each: impl FnMut(&[u8]),
+        what: &str,
+    ) -> Result<(), ForwardError> {
+        self.query(request, each, what)?
+            .map_err(|e| ForwardError::Kernel(format!("{what}: {}", e.describe())))
+    }
+
+    /// [`NftForwarder::dump`], but a refusal by the kernel is handed back as the inner error,
+    /// so a caller can tell "no such table" from a failure. Also serves plain gets sent with
+    /// `NLM_F_ACK`: their answers come back the same way, ended by the ack.
+    fn query(
+        &mut self,
         mut request: impl FnMut(u32) -> Vec<u8>,
         mut each: impl FnMut(&[u8]),
         what: &str,
-    ) -> Result<(), ForwardError> {
+    ) -> Result<Result<(), ErrorMsg>, ForwardError> {
         for _ in 0..DUMP_TRIES {
             let seq = self.next_seq();
             let bytes = request(seq);
@@ -244,18 +261,16 @@ impl NftForwarder {
                                 .map(i32::from_ne_bytes)
                                 .unwrap_or(0);
                             if status < 0 {
-                                let e = io::Error::from_raw_os_error(-status);
-                                return Err(ForwardError::Kernel(format!("{what}: {e}")));
+                                return Ok(Err(ErrorMsg {
+                                    errno: status.checked_neg().unwrap_or(i32::MAX),
+                                    seq,
+                                    text: None,
+                                }));
                             }
                             break 'recv;
                         }
                         NLMSG_ERROR => match ErrorMsg::parse(&msg) {
-                            Some(e) if e.errno != 0 => {
-                                return Err(ForwardError::Kernel(format!(
-                                    "{what}: {}",
-                                    e.describe()
-                                )))
-                            }
+                            Some(e) if e.errno != 0 => return Ok(Err(e)),
                             _ => break 'recv,
                         },
                         _ => payloads.push(msg.payload.to_vec()),
@@ -264,7 +279,7 @@ impl NftForwarder {
             }
             if !interrupted {
                 payloads.iter().for_each(|p| each(p));
-                return Ok(());
+                return Ok(Ok(()));
             }
         }
         Err(ForwardError::Kernel(format!(
@@ -480,6 +495,70 @@ impl Forwarder for NftForwarder {
 
     fn teardown(&mut self) -> Result<(), ForwardError> {
         self.run_nft(&template::teardown())
+    }
+
+    fn set_hairpin(
+        &mut self,
+        external_addr: Option<Ipv4Addr>,
+        lan_nets: &[(Ipv4Addr, u8)],
+    ) -> Result<(), ForwardError> {
+        let ranges = nftables::lan_ranges(lan_nets)
+            .map_err(|(addr, len)| ForwardError::InvalidNetwork(addr, len))?;
+        let tx = nftables::encode_hairpin(external_addr, &ranges, self.seq.wrapping_add(1));
+        self.seq = tx.next_seq.wrapping_sub(1);
+        let first = tx.members.first().map(|m| m.0).unwrap_or(tx.begin_seq);
+        let errors = self.exchange(&tx.bytes, first, tx.members.len(), Some(tx.begin_seq))?;
+        if let Some(e) = errors.first() {
+            let what = tx
+                .members
+                .iter()
+                .find(|m| m.0 == e.seq)
+                .map(|m| m.1)
+                .unwrap_or("transaction");
+            return Err(ForwardError::Kernel(format!(
+                "setting hairpin: {what}: {}",
+                e.describe()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<Health, ForwardError> {
+        let mut table_seen = false;
+        match self.query(
+            health::encode_get_table,
+            |_| table_seen = true,
+            "reading our table",
+        )? {
+            Ok(()) if table_seen => {}
+            Ok(()) => return Ok(health::table_missing()),
+            Err(e) if e.errno == libc::ENOENT => return Ok(health::table_missing()),
+            Err(e) => {
+                return Err(ForwardError::Kernel(format!(
+                    "reading our table: {}",
+                    e.describe()
+                )))
+            }
+        }
+        // The table may vanish between these dumps; then a set or chain is reported missing,
+        // which is still the truth a moment ago, and the next check says the table is gone.
+        let mut found = health::Found::default();
+        self.dump(
+            |seq| health::encode_dump(health::NFT_MSG_GETSET, seq),
+            |p| found.sets.extend(health::parse_set(p)),
+            "listing our sets",
+        )?;
+        self.dump(
+            |seq| health::encode_dump(health::NFT_MSG_GETCHAIN, seq),
+            |p| found.chains.extend(health::parse_chain(p)),
+            "listing our chains",
+        )?;
+        self.dump(
+            |seq| health::encode_dump(health::NFT_MSG_GETRULE, seq),
+            |p| found.rules.extend(health::parse_rule(p)),
+            "listing our rules",
+        )?;
+        Ok(health::evaluate(&found))
     }
 }
 

@@ -65,21 +65,49 @@ table ip {TABLE} {{
 		flags timeout
 	}}
 
+	# Hairpin (RFC 6886 section 4.3.4): the current external address, and the internal
+	# networks. Filled by set_hairpin over netlink; empty means hairpin is off.
+	set wan_addr {{
+		type ipv4_addr
+	}}
+
+	set lan_nets {{
+		type ipv4_addr
+		flags interval
+	}}
+
 	# Match the interface, not its address, so an address change needs no rule rewrite.
+	# The second rule is the hairpin: a LAN host that connects to our external address and a
+	# mapped port reaches the mapped host. A port with no mapping misses the map, which ends
+	# the rule without a verdict, so the gateway's own services on that address still answer.
 	chain prerouting {{
 		type nat hook prerouting priority dstnat; policy accept;
 		iifname "{ext}" dnat ip to meta l4proto . th dport map @inbound
+		iifname != "{ext}" ip daddr @wan_addr dnat ip to meta l4proto . th dport map @inbound
 	}}
 
 	# Before the operator's masquerade (srcnat), so mapped flows leave from the mapped port.
+	# The second rule completes the hairpin: the mapped host must answer through us (so the
+	# reply is translated back), not straight to a neighbour on its own subnet, so hairpinned
+	# flows leave with our address. Flows from the internet were also destination-translated
+	# to the external address, but their source is not in lan_nets, so they keep it.
 	chain postrouting {{
 		type nat hook postrouting priority srcnat - 1; policy accept;
 		oifname "{ext}" snat ip to ip saddr . meta l4proto . th sport map @outbound
+		ct status dnat ct original ip daddr @wan_addr ip saddr @lan_nets masquerade
 	}}
 }}
 "#
     ))
 }
+
+/// The maps of our table (`nftables::Map` names them for element messages).
+pub const MAPS: [&str; 2] = ["inbound", "outbound"];
+/// The plain sets of our table, for hairpin.
+pub const SETS: [&str; 2] = ["wan_addr", "lan_nets"];
+/// Our chains and how many rules [`ruleset`] puts in each: the health check compares the
+/// kernel's counts with these (a unit test keeps them in step with the text).
+pub const CHAINS: [(&str, usize); 2] = [("prerouting", 2), ("postrouting", 2)];
 
 /// The `nft -f` input that removes our table if it exists, and nothing else.
 pub fn teardown() -> String {
@@ -143,6 +171,45 @@ mod tests {
             "{tables:?}"
         );
         assert!(ruleset("wan0\"").is_err());
+    }
+
+    #[test]
+    fn ruleset_has_the_hairpin_sets_and_rules() {
+        let text = ruleset("wan0").unwrap();
+        assert!(text.contains("set wan_addr {\n\t\ttype ipv4_addr\n\t}"));
+        assert!(text.contains("set lan_nets {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}"));
+        assert!(text.contains(
+            "iifname != \"wan0\" ip daddr @wan_addr dnat ip to meta l4proto . th dport map @inbound"
+        ));
+        assert!(text.contains(
+            "ct status dnat ct original ip daddr @wan_addr ip saddr @lan_nets masquerade"
+        ));
+    }
+
+    /// `CHAINS` must say how many rules each chain of the template really has, or the health
+    /// check would call a fresh table damaged.
+    #[test]
+    fn chain_rule_counts_match_the_template() {
+        let text = ruleset("wan0").unwrap();
+        for (chain, expected) in CHAINS {
+            let body = text
+                .split(&format!("chain {chain} {{"))
+                .nth(1)
+                .and_then(|rest| rest.split('}').next())
+                .unwrap_or_else(|| panic!("no chain {chain}"));
+            let rules = body
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("type "))
+                .count();
+            assert_eq!(rules, expected, "chain {chain}");
+        }
+        for name in MAPS {
+            assert!(text.contains(&format!("map {name} {{")), "{name}");
+        }
+        for name in SETS {
+            assert!(text.contains(&format!("set {name} {{")), "{name}");
+        }
     }
 
     #[test]

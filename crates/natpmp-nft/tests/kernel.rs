@@ -7,7 +7,7 @@
 //! and `ip` processes it spawns live there too. Nothing here touches the host's namespace.
 
 use natpmp_core::forward::{Change, Forward, Protocol};
-use natpmp_nft::{ForwardError, Forwarder, NftForwarder};
+use natpmp_nft::{ForwardError, Forwarder, Health, NftForwarder};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -385,5 +385,167 @@ fn nft_runs_in_the_forwarders_namespace_from_another_thread() {
         f.apply(&[Change::Add(fwd(Protocol::Udp, 1, 2, 1, 60))])
             .unwrap();
         assert_eq!(f.list().unwrap().len(), 1);
+    });
+}
+
+/// The elements of one of our plain sets, as `nft` lists them ("" when empty).
+fn set_elements(set: &str) -> String {
+    let text = nft(&format!("list set ip natpmpd {set}"));
+    match text.split_once("elements = {") {
+        Some((_, rest)) => rest
+            .split('}')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => String::new(),
+    }
+}
+
+#[test]
+fn set_hairpin_fills_and_replaces_both_sets() {
+    in_netns(|| {
+        let mut f = ready();
+        assert_eq!(set_elements("wan_addr"), "");
+        assert_eq!(set_elements("lan_nets"), "");
+        let wan = Ipv4Addr::new(203, 0, 113, 1);
+        // Host bits set, an overlap and a neighbour: stored as nft would store them.
+        f.set_hairpin(
+            Some(wan),
+            &[
+                (Ipv4Addr::new(192, 168, 88, 1), 24),
+                (Ipv4Addr::new(10, 1, 0, 0), 16),
+                (Ipv4Addr::new(10, 0, 0, 0), 8),
+                (Ipv4Addr::new(192, 168, 89, 1), 24),
+            ],
+        )
+        .unwrap();
+        assert_eq!(set_elements("wan_addr"), "203.0.113.1");
+        assert_eq!(set_elements("lan_nets"), "10.0.0.0/8, 192.168.88.0/23");
+
+        // Replaced, not added to.
+        f.set_hairpin(
+            Some(Ipv4Addr::new(198, 51, 100, 7)),
+            &[(Ipv4Addr::new(172, 16, 5, 1), 24)],
+        )
+        .unwrap();
+        assert_eq!(set_elements("wan_addr"), "198.51.100.7");
+        assert_eq!(set_elements("lan_nets"), "172.16.5.0/24");
+        // The same again (flush and re-add of equal elements in one batch) is fine.
+        f.set_hairpin(
+            Some(Ipv4Addr::new(198, 51, 100, 7)),
+            &[(Ipv4Addr::new(172, 16, 5, 1), 24)],
+        )
+        .unwrap();
+        assert_eq!(set_elements("lan_nets"), "172.16.5.0/24");
+
+        // Edges: 0.0.0.0/8 needs no leading end element, 128.0.0.0/1 runs to the top.
+        f.set_hairpin(
+            Some(wan),
+            &[
+                (Ipv4Addr::new(0, 0, 0, 0), 8),
+                (Ipv4Addr::new(128, 0, 0, 0), 1),
+            ],
+        )
+        .unwrap();
+        let lan = set_elements("lan_nets");
+        assert!(lan.starts_with("0.0.0.0/8, "), "{lan}");
+
+        // Off.
+        f.set_hairpin(None, &[]).unwrap();
+        assert_eq!(set_elements("wan_addr"), "");
+        assert_eq!(set_elements("lan_nets"), "");
+
+        // Refused before the kernel is asked.
+        let err = f
+            .set_hairpin(Some(wan), &[(Ipv4Addr::new(10, 0, 0, 0), 33)])
+            .unwrap_err();
+        assert!(matches!(err, ForwardError::InvalidNetwork(_, 33)), "{err}");
+
+        // The maps are untouched by all this, and prepare empties the sets.
+        let a = fwd(Protocol::Tcp, 8080, 2, 80, 600);
+        f.apply(&[Change::Add(a)]).unwrap();
+        f.set_hairpin(Some(wan), &[(Ipv4Addr::new(192, 168, 88, 0), 24)])
+            .unwrap();
+        assert!(same_set(&f.list().unwrap(), &[a]));
+        f.prepare(EXT).unwrap();
+        assert_eq!(set_elements("wan_addr"), "");
+        assert_eq!(set_elements("lan_nets"), "");
+    });
+}
+
+#[test]
+fn set_hairpin_without_the_table_fails_cleanly() {
+    in_netns(|| {
+        let mut f = NftForwarder::new().unwrap();
+        let err = f
+            .set_hairpin(Some(Ipv4Addr::new(203, 0, 113, 1)), &[])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ForwardError::Kernel(_)), "{text}");
+        assert!(text.contains("No such file or directory"), "{text}");
+    });
+}
+
+fn damaged(f: &mut NftForwarder) -> String {
+    match f.check().unwrap() {
+        Health::Damaged(why) => why,
+        Health::Intact => panic!("check found the table intact:\n{}", nft("list ruleset")),
+    }
+}
+
+#[test]
+fn check_finds_the_table_intact_and_each_kind_of_damage() {
+    in_netns(|| {
+        let mut f = NftForwarder::new().unwrap();
+        assert_eq!(damaged(&mut f), "table ip natpmpd is missing");
+        f.prepare(EXT).unwrap();
+        assert_eq!(f.check().unwrap(), Health::Intact);
+        // Elements do not matter to it.
+        f.apply(&[Change::Add(fwd(Protocol::Udp, 4000, 2, 4000, 60))])
+            .unwrap();
+        f.set_hairpin(
+            Some(Ipv4Addr::new(203, 0, 113, 1)),
+            &[(Ipv4Addr::new(192, 168, 88, 0), 24)],
+        )
+        .unwrap();
+        assert_eq!(f.check().unwrap(), Health::Intact);
+
+        // Another table with chains, sets and rules of the same names is not ours.
+        nft_script(
+            "table ip natpmpd2 {\n set wan_addr { type ipv4_addr; }\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  counter\n }\n}\n",
+        );
+        assert_eq!(f.check().unwrap(), Health::Intact);
+
+        nft("flush chain ip natpmpd prerouting");
+        assert_eq!(damaged(&mut f), "chain prerouting has 0 of 2 rules");
+        f.prepare(EXT).unwrap();
+        assert_eq!(f.check().unwrap(), Health::Intact);
+
+        nft("add rule ip natpmpd postrouting counter");
+        assert_eq!(damaged(&mut f), "chain postrouting has 3 of 2 rules");
+        f.prepare(EXT).unwrap();
+
+        // A set in use by a rule cannot be deleted; a set is named before a chain.
+        nft_script("flush chain ip natpmpd postrouting\ndelete set ip natpmpd lan_nets\n");
+        assert_eq!(damaged(&mut f), "set lan_nets is missing");
+        f.prepare(EXT).unwrap();
+
+        nft("delete table ip natpmpd");
+        assert_eq!(damaged(&mut f), "table ip natpmpd is missing");
+        f.prepare(EXT).unwrap();
+        assert_eq!(f.check().unwrap(), Health::Intact);
+
+        nft("flush ruleset");
+        assert_eq!(damaged(&mut f), "table ip natpmpd is missing");
+        f.prepare(EXT).unwrap();
+        assert_eq!(f.check().unwrap(), Health::Intact);
+
+        // `nft flush table` empties every chain but keeps the rest.
+        nft("flush table ip natpmpd");
+        assert_eq!(damaged(&mut f), "chain prerouting has 0 of 2 rules");
+        f.prepare(EXT).unwrap();
+        assert_eq!(f.check().unwrap(), Health::Intact);
     });
 }
