@@ -865,3 +865,293 @@ impl Drop for Lab {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Durability helpers: restarts, signals, config rewrites, long-running echo servers
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `nft list map ip natpmpd inbound` output holds `proto . ext : ip . port`.
+pub fn inbound_map_has(map: &str, proto: &str, ext: u16, to: &str) -> bool {
+    map.split([',', '{', '}', '\n'])
+        .map(str::trim)
+        .any(|e| e.starts_with(&format!("{proto} . {ext} ")) && e.contains(to))
+}
+
+/// The `[[interfaces]]` list of [`DaemonConfig::default`] without ether3.
+pub fn interfaces_without_ether3() -> Vec<(&'static str, &'static str, bool)> {
+    vec![("ether1", "external", false), ("ether2", "internal", false)]
+}
+
+impl Lab {
+    /// Where the generated configuration puts the lease file.
+    pub fn lease_path(&self) -> PathBuf {
+        self.dir.join("leases.json")
+    }
+
+    /// [`Lab::config_text`] with `extra` top-level lines (e.g. `hairpin = false\n`) placed
+    /// before the first `[[interfaces]]` table.
+    pub fn config_text_with(&self, cfg: &DaemonConfig, extra: &str) -> String {
+        let base = self.config_text(cfg);
+        match base.find("\n[[interfaces]]") {
+            Some(i) => format!("{}{}{}", &base[..i + 1], extra, &base[i + 1..]),
+            None => format!("{base}{extra}"),
+        }
+    }
+
+    /// Overwrites the daemon's configuration file (for reloads and restarts).
+    pub fn write_config(&self, text: &str) {
+        fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Starts natpmpd with whatever configuration file is in place now (same lease file),
+    /// appending to the existing log. Returns the moment just before the spawn.
+    pub fn respawn_daemon(&mut self) -> Instant {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = self.log_path();
+        let mut stderr = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let _ = writeln!(stderr, "===== lab: natpmpd started again =====");
+        let stdout = stderr.try_clone().unwrap();
+        let config = self.config_path();
+        let mut cmd = ns_command(
+            &self.gw,
+            env!("CARGO_BIN_EXE_natpmpd"),
+            &["--config", config.to_str().unwrap()],
+        );
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        let t0 = Instant::now();
+        let child = cmd.spawn().expect("start natpmpd again");
+        self.daemon = Some(Daemon { child });
+        t0
+    }
+
+    /// Writes the configuration for `cfg` plus `extra` top-level lines, then starts natpmpd
+    /// and waits until it answers.
+    pub fn start_daemon_with(&mut self, cfg: &DaemonConfig, extra: &str) {
+        self.write_config(&self.config_text_with(cfg, extra));
+        self.respawn_daemon();
+        self.wait_ready();
+    }
+
+    /// The pid of the running daemon (the `ip netns exec` child execs natpmpd, so this is
+    /// natpmpd itself).
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon not started").child.id()
+    }
+
+    /// Sends `sig` to the running daemon.
+    pub fn signal_daemon(&self, sig: libc::c_int) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.daemon_pid() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig}): {}", io::Error::last_os_error());
+    }
+
+    /// `kill -9` the daemon (no chance to save or clean up) and reap it.
+    pub fn kill_daemon_hard(&mut self) -> Option<ExitStatus> {
+        let mut d = self.daemon.take()?;
+        let _ = d.child.kill();
+        d.child.wait().ok()
+    }
+
+    /// `natpmpctl --socket S ARGS...` run in gw (no success requirement).
+    pub fn natpmpctl(&self, args: &[&str]) -> CmdOutput {
+        let sock = self.control_socket();
+        let mut all = vec!["--socket", sock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_timeout(ns_command(&self.gw, env!("CARGO_BIN_EXE_natpmpctl"), &all), CMD_TIMEOUT)
+    }
+
+    /// Waits (up to `within`) until the daemon's log contains `needle` at least `count` times.
+    pub fn wait_log_count(&self, needle: &str, count: usize, within: Duration) -> bool {
+        Lab::eventually(within, || self.daemon_log().matches(needle).count() >= count)
+    }
+
+    /// Puts the operator's own `table ip lab` (masquerade) back, e.g. after `nft flush ruleset`.
+    pub fn reload_lab_rules(&self) {
+        let rules = self.dir.join("lab.nft");
+        nft_in(&self.gw, &["-f", rules.to_str().unwrap()]).ok();
+    }
+
+    /// Sends an external-address request (`00 00`) from lan to 192.168.88.1:5351 and returns
+    /// (result code, SSSoE, address), or `None` without a reply.
+    pub fn address_request(&self) -> Option<(u16, u32, Ipv4Addr)> {
+        address_request_from(&self.lan, LAN_HOST, GW_LAN)
+    }
+}
+
+/// An external-address request from `src` in `ns` to `gw`:5351 (two tries):
+/// (result code, SSSoE, address).
+pub fn address_request_from(ns: &str, src: Ipv4Addr, gw: Ipv4Addr) -> Option<(u16, u32, Ipv4Addr)> {
+    let sock = udp_socket(ns, SocketAddrV4::new(src, 0));
+    sock.set_read_timeout(Some(Duration::from_millis(600))).unwrap();
+    for _ in 0..2 {
+        sock.send_to(&[0, 0], SocketAddrV4::new(gw, NATPMP_PORT)).unwrap();
+        if let Some((b, _)) = recv(&sock) {
+            assert_eq!(b.len(), 12, "address reply length: {b:02x?}");
+            assert_eq!(&b[..2], &[0, 0x80], "address reply header: {b:02x?}");
+            return Some((
+                u16::from_be_bytes([b[2], b[3]]),
+                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                Ipv4Addr::new(b[8], b[9], b[10], b[11]),
+            ));
+        }
+    }
+    None
+}
+
+/// A TCP server in a namespace answering every connection with `<tag>:<line>`, until dropped
+/// (or 180 s at most, so a forgotten server cannot keep a test alive).
+pub struct EchoServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peers: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    /// The peers seen so far.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+const ECHO_MAX: Duration = Duration::from_secs(180);
+
+/// Starts a TCP [`EchoServer`] on `bind` in `ns`.
+pub fn tcp_echo_server(ns: &str, bind: SocketAddrV4, tag: &'static str) -> EchoServer {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    let listener = tcp_listener(ns, bind);
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let (s, p) = (stop.clone(), peers.clone());
+    let handle = thread::spawn(move || {
+        let end = Instant::now() + ECHO_MAX;
+        while !s.load(Ordering::SeqCst) && Instant::now() < end {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    p.lock().unwrap().push(peer);
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+                    let line = read_line(&mut stream).unwrap_or_default();
+                    let _ = stream.write_all(format!("{tag}:{line}\n").as_bytes());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(5))
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    EchoServer { stop, peers, handle: Some(handle) }
+}
+
+/// Starts a UDP [`EchoServer`] on `bind` in `ns`: every datagram is answered with
+/// `<tag>:<payload>` to its sender.
+pub fn udp_echo_server(ns: &str, bind: SocketAddrV4, tag: &'static str) -> EchoServer {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    let sock = udp_socket(ns, bind);
+    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let (s, p) = (stop.clone(), peers.clone());
+    let handle = thread::spawn(move || {
+        let end = Instant::now() + ECHO_MAX;
+        let mut buf = [0u8; 1500];
+        while !s.load(Ordering::SeqCst) && Instant::now() < end {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                p.lock().unwrap().push(from);
+                let mut reply = format!("{tag}:").into_bytes();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = sock.send_to(&reply, from);
+            }
+        }
+    });
+    EchoServer { stop, peers, handle: Some(handle) }
+}
+
+/// From a fresh socket (a new source port, so no stale conntrack entry is reused) in `ns`:
+/// sends `msg` to `to` and returns the reply and where it came from.
+pub fn udp_roundtrip(ns: &str, to: SocketAddrV4, msg: &str) -> Option<(String, SocketAddr)> {
+    let sock = udp_socket(ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    sock.send_to(msg.as_bytes(), to).ok()?;
+    recv(&sock).map(|(b, from)| (String::from_utf8_lossy(&b).into_owned(), from))
+}
+
+/// Like [`tcp_roundtrip`] but from source address `src` (bound before connecting), with a
+/// connect timeout of `connect_within`.
+pub fn tcp_roundtrip_from(
+    ns: &str,
+    src: Ipv4Addr,
+    to: SocketAddrV4,
+    msg: &str,
+    connect_within: Duration,
+) -> io::Result<String> {
+    let msg = msg.to_string();
+    in_ns_async(ns, move || async move {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::V4(SocketAddrV4::new(src, 0)))?;
+        let stream = tokio::time::timeout(connect_within, sock.connect(to.into()))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let mut s = stream.into_std()?;
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(format!("{msg}\n").as_bytes())?;
+        read_line(&mut s)
+    })
+}
+
+/// A quick TCP probe from `ns` to `to`: connect (within `within`), send, and expect
+/// `<tag>:<msg>` back.
+pub fn tcp_probe(ns: &str, to: SocketAddrV4, tag: &str, within: Duration) -> bool {
+    let msg = "probe";
+    let r = in_ns(ns, move || -> io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&to.into(), within)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(format!("{msg}\n").as_bytes())?;
+        read_line(&mut s)
+    });
+    matches!(r, Ok(line) if line == format!("{tag}:{msg}"))
+}
+
+/// A UDP socket in `ns` bound to 224.0.0.1:5350 that receives NAT-PMP announcements.
+pub fn announcement_socket(ns: &str, iface_addr: Ipv4Addr) -> UdpSocket {
+    let group = Ipv4Addr::new(224, 0, 0, 1);
+    in_ns(ns, move || {
+        let s = UdpSocket::bind(SocketAddrV4::new(group, 5350)).expect("bind 224.0.0.1:5350");
+        let _ = s.join_multicast_v4(&group, &iface_addr);
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        s
+    })
+}
+
+/// Collects everything `sock` receives (with arrival times) until `until`.
+pub fn collect_datagrams(
+    sock: UdpSocket,
+    until: Instant,
+) -> thread::JoinHandle<Vec<(Instant, Vec<u8>, SocketAddr)>> {
+    thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1500];
+        while Instant::now() < until {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                got.push((Instant::now(), buf[..n].to_vec(), from));
+            }
+        }
+        got
+    })
+}
