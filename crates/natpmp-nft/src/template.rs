@@ -2,8 +2,8 @@
 //!
 //! The table is written once per start (and on an external interface change) by spawning `nft`,
 //! because a readable template is easier to review and to compare with `nft list ruleset` than
-//! hand-encoded rule expressions. Mappings then change only the two maps' elements, over
-//! netlink, never through `nft`.
+//! hand-encoded rule expressions. Mappings then change only the two maps' elements, and hairpin
+//! only the two sets' elements, over netlink, never through `nft`.
 
 use crate::nftables::TABLE;
 

@@ -549,3 +549,164 @@ fn check_finds_the_table_intact_and_each_kind_of_damage() {
         assert_eq!(f.check().unwrap(), Health::Intact);
     });
 }
+
+/// A network namespace of its own, held by a thread that runs the jobs it is given. It needs
+/// no name under /run/netns, so nothing is left behind on the host even if a test panics:
+/// dropping the `Host` ends the thread, and the kernel discards the namespace with it.
+struct Host {
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    /// The thread's id, which `ip link set ... netns` accepts as a pid.
+    tid: i32,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Host {
+    fn new() -> Host {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: only this thread's namespace changes; gettid has no preconditions.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            for job in inbox {
+                job();
+            }
+        });
+        let tid = tid_rx.recv().expect("host thread did not start");
+        Host {
+            jobs: Some(jobs),
+            tid,
+            thread: Some(thread),
+        }
+    }
+
+    /// Run `f` in this host's namespace and return its result; a panic in `f` fails the test.
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        self.jobs.as_ref().unwrap().send(job).unwrap();
+        match rx.recv().expect("host thread ended") {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Move `link` (in the caller's namespace) here as `eth0` with `addr`, routing via `gw`.
+    fn attach(&self, link: &str, addr: &'static str, gw: Option<&'static str>) {
+        run("ip", &["link", "set", link, "netns", &self.tid.to_string()]);
+        let link = link.to_owned();
+        self.run(move || {
+            run("ip", &["link", "set", "lo", "up"]);
+            run("ip", &["link", "set", &link, "name", "eth0"]);
+            run("ip", &["addr", "add", addr, "dev", "eth0"]);
+            run("ip", &["link", "set", "eth0", "up"]);
+            if let Some(gw) = gw {
+                run("ip", &["route", "add", "default", "via", gw]);
+            }
+        });
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Send one UDP datagram from `client_host` (port chosen by the kernel) to `to` while a
+/// server on `server_host` listens on `server_port`. Returns where the server saw it come
+/// from and where the answer came from, or `None` for either that did not arrive within
+/// `wait` (generous where an answer is expected: the tests run in parallel on small
+/// machines).
+fn udp_round_trip(
+    client_host: &Host,
+    server_host: &Host,
+    server_port: u16,
+    to: (Ipv4Addr, u16),
+    wait: Duration,
+) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+    let server = server_host.run(move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, server_port)).unwrap();
+        s.set_read_timeout(Some(wait)).unwrap();
+        s
+    });
+    let client = client_host.run(move || {
+        let c = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        c.set_read_timeout(Some(wait)).unwrap();
+        c.send_to(b"ping", to).unwrap();
+        c
+    });
+    let mut buf = [0u8; 16];
+    let seen = server.recv_from(&mut buf).ok().map(|(_, from)| from);
+    if let Some(from) = seen {
+        server.send_to(b"pong", from).unwrap();
+    }
+    let answer = client.recv_from(&mut buf).ok().map(|(_, from)| from);
+    (seen, answer)
+}
+
+/// The whole path: a LAN host reaches its own mapped port through the external address (and
+/// sees the answer come from that address), the internet's source address is kept, and with
+/// hairpin off nothing is translated for the LAN.
+#[test]
+fn hairpin_traffic_reaches_the_mapped_host() {
+    const ANSWER: Duration = Duration::from_secs(3);
+    const NO_ANSWER: Duration = Duration::from_millis(500);
+    in_netns(|| {
+        // This thread's namespace is the gateway; two hosts hang off it on veth pairs.
+        let lan = Host::new();
+        let inet = Host::new();
+        run(
+            "ip",
+            &[
+                "link", "add", "lan0", "type", "veth", "peer", "name", "lanpeer",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "link", "add", EXT, "type", "veth", "peer", "name", "wanpeer",
+            ],
+        );
+        lan.attach("lanpeer", "192.168.88.2/24", Some("192.168.88.1"));
+        inet.attach("wanpeer", "203.0.113.9/24", None);
+        for (link, addr) in [("lan0", "192.168.88.1/24"), (EXT, "203.0.113.1/24")] {
+            run("ip", &["addr", "add", addr, "dev", link]);
+            run("ip", &["link", "set", link, "up"]);
+        }
+        run("ip", &["link", "set", "lo", "up"]);
+        run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+
+        let mut f = ready();
+        let wan = Ipv4Addr::new(203, 0, 113, 1);
+        f.apply(&[Change::Add(Forward {
+            external_addr: wan,
+            ..fwd(Protocol::Udp, 8080, 2, 80, 600)
+        })])
+        .unwrap();
+        f.set_hairpin(Some(wan), &[(Ipv4Addr::new(192, 168, 88, 1), 24)])
+            .unwrap();
+
+        // From the internet: forwarded, source kept (not in lan_nets, so no masquerade).
+        let (seen, answer) = udp_round_trip(&inet, &lan, 80, (wan, 8080), ANSWER);
+        assert_eq!(seen.map(|a| a.ip()), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(answer, Some((wan, 8080).into()));
+
+        // Hairpin to itself: the server sees the gateway's LAN address (masquerade), so its
+        // answer goes back through the gateway and arrives from the external address.
+        let (seen, answer) = udp_round_trip(&lan, &lan, 80, (wan, 8080), ANSWER);
+        assert_eq!(seen.map(|a| a.ip()), Some("192.168.88.1".parse().unwrap()));
+        assert_eq!(answer, Some((wan, 8080).into()));
+
+        // Hairpin off: the datagram is for the gateway itself, where nothing listens.
+        f.set_hairpin(None, &[]).unwrap();
+        let (seen, _) = udp_round_trip(&lan, &lan, 80, (wan, 8080), NO_ANSWER);
+        assert_eq!(seen, None);
+    });
+}
