@@ -58,9 +58,12 @@ pub trait Forwarder {
 
     /// Set what hairpin (RFC 6886 section 4.3.4) needs: the current external address and the
     /// internal interfaces' networks, as (address, prefix length); host bits are ignored, and
-    /// overlapping networks are fine. Replaces both earlier contents in one transaction.
-    /// `None` or an empty list turns hairpin off. `prepare` empties both, so call this after
-    /// every `prepare`, and whenever the external address or an internal network changes.
+    /// overlapping networks are fine. Replaces both earlier contents in one transaction; `None`
+    /// or an empty list empties that set. `None` turns hairpin off. With an address but no
+    /// networks, LAN flows to the address are still translated but not masqueraded, which
+    /// works only when the client and the mapped host are on different subnets (the answer
+    /// must come back through us). `prepare` empties both sets, so call this after every
+    /// `prepare`, and whenever the external address or an internal network changes.
     fn set_hairpin(
         &mut self,
         external_addr: Option<Ipv4Addr>,
