@@ -38,6 +38,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max-lifetime",
     "max-mappings-per-client",
     "keep-forwards-on-exit",
+    "hairpin",
     "interfaces",
 ];
 
@@ -57,6 +58,8 @@ pub struct Config {
     pub max_lifetime: u32,
     pub max_mappings_per_client: usize,
     pub keep_forwards_on_exit: bool,
+    /// LAN hosts reach mappings through the external address too (RFC 6886 §4.3.4).
+    pub hairpin: bool,
     pub interfaces: Vec<InterfaceConfig>,
 }
 
@@ -130,6 +133,7 @@ impl Default for Config {
             max_lifetime: DEFAULT_MAX_LIFETIME,
             max_mappings_per_client: DEFAULT_MAX_MAPPINGS_PER_CLIENT,
             keep_forwards_on_exit: false,
+            hairpin: true,
             interfaces: Vec::new(),
         }
     }
@@ -329,6 +333,7 @@ impl Parser<'_> {
                 "keep-forwards-on-exit" => {
                     config.keep_forwards_on_exit = self.boolean(name, value)?
                 }
+                "hairpin" => config.hairpin = self.boolean(name, value)?,
                 "interfaces" => interfaces = self.interfaces(value)?,
                 _ => return Err(self.unknown_key(key, "", TOP_LEVEL_KEYS)),
             }

@@ -39,6 +39,9 @@ const MAX_CONNECTIONS: usize = 64;
 pub enum Request {
     /// List the dynamic mappings (`natpmpctl print`).
     Print,
+    /// Re-read the configuration file (`natpmpctl reload`, like SIGHUP). An invalid file
+    /// leaves the running configuration in place and comes back as the error.
+    Reload,
 }
 
 /// The daemon's answer. `ok = false` comes with an `error`.

@@ -6,18 +6,27 @@
 //! are sent. If the transaction fails, each request's changes are retried alone, and a request
 //! whose forward the kernel refused is told Network Failure (result 3) and forgotten by the
 //! engine, so no client is promised a forward the kernel does not hold.
+//!
+//! What keeps the kernel and the engine together (design.md §7 item 1):
+//! - the engine is the truth; the lease file keeps it across restarts (`leases.rs`);
+//! - every `DRIFT_CHECK` the table's shape is checked over netlink and its elements compared
+//!   with the engine's forwards; anything another tool flushed or deleted is put back;
+//! - interface and address changes arrive as netlink events (`netif.rs`), never by polling.
 
 use crate::config::{Backend, Config, InterfaceConfig};
 use crate::control::{self, Request, Response};
+use crate::leases;
 use crate::netif::{self, Interface, Monitor};
 use crate::udp::{Datagram, NatPmpSocket};
 use anyhow::Context;
 use natpmp_core::wire::natpmp::{self, ResultCode};
-use natpmp_core::{Change, Outcome, Server, Timestamp};
-use natpmp_nft::{Forwarder, NftForwarder, NullForwarder};
+use natpmp_core::{Change, Forward, Outcome, Server, Timestamp};
+use natpmp_nft::{ForwardError, Forwarder, Health, NftForwarder, NullForwarder};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +34,14 @@ use tracing::{debug, error, info, warn};
 
 /// Datagrams handled per wake-up before timers, events and the control socket get a turn.
 const BATCH: usize = 64;
+/// How often the kernel table is compared with the engine. The promise in the README: a
+/// flushed or deleted table is back within this time (plus the time to reload it).
+pub const DRIFT_CHECK: Duration = Duration::from_secs(2);
+/// The lease file is written at most this often under load, and this long after a change.
+const LEASE_SAVE_DELAY: Duration = Duration::from_secs(1);
+
+/// What the hairpin sets hold: the external address (none = hairpin off) and the LAN subnets.
+type HairpinSets = (Option<Ipv4Addr>, Vec<(Ipv4Addr, u8)>);
 
 /// A reply waiting for its batch's kernel transaction.
 struct PendingReply {
@@ -36,15 +53,24 @@ struct PendingReply {
 }
 
 pub struct Daemon {
+    config_path: PathBuf,
     config: Config,
     server: Server,
     forwarder: Box<dyn Forwarder>,
+    /// `None` while NAT-PMP is switched off: then port 5351 is not even open.
+    socket: Option<Rc<NatPmpSocket>>,
     origin: Instant,
     /// The latest snapshot of the namespace's interfaces, by name.
     interfaces: BTreeMap<String, Interface>,
     /// Configured interfaces already reported missing, so the log says it once.
     reported_missing: HashSet<String>,
     warned_private: Option<Ipv4Addr>,
+    /// The hairpin sets as last given to the kernel, to skip redundant updates.
+    hairpin_applied: Option<HairpinSets>,
+    /// When the lease file is next due to be written (a change is waiting).
+    lease_save_due: Option<Instant>,
+    lease_save_failing: bool,
+    next_drift_check: Instant,
 }
 
 /// Build the kernel backend the configuration names.
@@ -58,33 +84,12 @@ pub fn make_forwarder(backend: Backend) -> anyhow::Result<Box<dyn Forwarder>> {
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     warn_if_not_forwarding(&config);
-    let mut forwarder = make_forwarder(config.backend)?;
+    let forwarder = make_forwarder(config.backend)?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
-
-    let Some(external) = config.external().cloned().filter(|_| config.enabled) else {
-        // RouterOS default and rfc-checklist §6 A16: switched off means not listening at all,
-        // so clients get ICMP port unreachable, the "pre-NAT-PMP behaviour" of RFC 6886 §5.
-        info!("nat-pmp is disabled (enabled = false): not listening on port 5351");
-        if config.backend == Backend::Nftables {
-            if let Err(e) = forwarder.teardown() {
-                debug!("no natpmpd table to remove: {e}");
-            }
-        }
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = sigint.recv() => {}
-        }
-        return Ok(());
-    };
-
-    forwarder
-        .prepare(&external.interface)
-        .context("installing the natpmpd nftables table")?;
-    let socket = NatPmpSocket::bind(natpmp::SERVER_PORT).context("binding UDP port 5351")?;
     let listener = control::bind(
         &config.control_socket,
         config.control_socket_group.as_deref(),
@@ -102,34 +107,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let origin = Instant::now();
     let server = Server::new(config.server_config(random_seed()), Timestamp::ZERO);
     let mut daemon = Daemon {
+        config_path,
         config,
         server,
         forwarder,
+        socket: None,
         origin,
         interfaces: BTreeMap::new(),
         reported_missing: HashSet::new(),
         warned_private: None,
+        hairpin_applied: None,
+        lease_save_due: None,
+        lease_save_failing: false,
+        next_drift_check: origin + DRIFT_CHECK,
     };
     daemon.refresh_interfaces();
-    info!(
-        "natpmpd listening on 0.0.0.0:5351 (external {}, internal {})",
-        external.interface,
-        daemon.internal_names().join(", ")
-    );
+    if daemon.config.enabled {
+        daemon.restore_leases();
+        daemon.start_serving()?;
+    } else {
+        daemon.stop_serving();
+    }
 
     let mut buf = vec![0u8; 2048];
     loop {
-        daemon.on_timers(&socket);
-        let sleep = match daemon.server.poll_timeout() {
-            Some(t) => daemon.instant_of(t),
-            None => Instant::now() + Duration::from_secs(3600),
+        daemon.on_timers();
+        let socket = daemon.socket.clone();
+        let readable = async {
+            match &socket {
+                Some(s) => s.readable().await,
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
-            r = socket.readable() => {
+            r = readable => {
                 r.context("waiting for requests")?;
-                daemon.on_requests(&socket, &mut buf);
+                if let Some(s) = &socket {
+                    daemon.on_requests(s, &mut buf);
+                }
             }
-            _ = tokio::time::sleep_until(sleep.into()) => {}
+            _ = tokio::time::sleep_until(daemon.next_wakeup().into()) => {}
             r = monitor.changed() => {
                 r.context("reading interface events")?;
                 daemon.refresh_interfaces();
@@ -138,7 +155,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let _ = reply.send(daemon.on_control(request));
             }
             _ = sighup.recv() => {
-                warn!("SIGHUP: configuration reload is not implemented yet; restart natpmpd to apply a changed configuration");
+                info!("SIGHUP: reloading {}", daemon.config_path.display());
+                if let Err(e) = daemon.reload() {
+                    error!("{e}");
+                }
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -157,14 +177,12 @@ impl Daemon {
         self.origin + Duration::from_millis(t.as_millis())
     }
 
-    fn internal_configs(&self) -> impl Iterator<Item = &InterfaceConfig> {
-        self.config.internals()
+    fn serving(&self) -> bool {
+        self.socket.is_some()
     }
 
-    fn internal_names(&self) -> Vec<String> {
-        self.internal_configs()
-            .map(|i| i.interface.clone())
-            .collect()
+    fn internal_configs(&self) -> impl Iterator<Item = &InterfaceConfig> {
+        self.config.internals()
     }
 
     /// The enabled internal interfaces that exist now.
@@ -173,8 +191,73 @@ impl Daemon {
             .filter_map(|c| self.interfaces.get(&c.interface))
     }
 
+    fn external_name(&self) -> Option<String> {
+        self.config.external().map(|e| e.interface.clone())
+    }
+
+    /// The earliest of: engine work (expiry, announcements), the lease save, the drift check.
+    fn next_wakeup(&self) -> Instant {
+        let mut t = Instant::now() + Duration::from_secs(3600);
+        if let Some(e) = self.server.poll_timeout() {
+            t = t.min(self.instant_of(e));
+        }
+        if let Some(l) = self.lease_save_due {
+            t = t.min(l);
+        }
+        if self.serving() && self.config.backend == Backend::Nftables {
+            t = t.min(self.next_drift_check);
+        }
+        t
+    }
+
+    /// Open port 5351 and install our table with every forward the engine holds.
+    fn start_serving(&mut self) -> anyhow::Result<()> {
+        let ext = self
+            .external_name()
+            .context("no enabled external interface")?;
+        self.forwarder
+            .prepare(&ext)
+            .context("installing the natpmpd nftables table")?;
+        self.hairpin_applied = None;
+        self.sync_hairpin();
+        let adds: Vec<Change> = self
+            .server
+            .forwards(self.now())
+            .into_iter()
+            .map(Change::Add)
+            .collect();
+        if let Err(e) = self.forwarder.apply(&adds) {
+            error!("could not install {} restored forward(s): {e}", adds.len());
+        }
+        let socket = NatPmpSocket::bind(natpmp::SERVER_PORT).context("binding UDP port 5351")?;
+        self.socket = Some(Rc::new(socket));
+        self.next_drift_check = Instant::now() + DRIFT_CHECK;
+        let internals: Vec<&str> = self
+            .internal_configs()
+            .map(|i| i.interface.as_str())
+            .collect();
+        info!(
+            "natpmpd listening on 0.0.0.0:5351 (external {ext}, internal {}), {} mapping(s)",
+            internals.join(", "),
+            adds.len()
+        );
+        Ok(())
+    }
+
+    /// Close port 5351 and remove our forwards (RouterOS default and rfc-checklist §6 A16:
+    /// switched off means not listening at all, the "pre-NAT-PMP behaviour" of RFC 6886 §5).
+    fn stop_serving(&mut self) {
+        self.socket = None;
+        info!("nat-pmp is disabled (enabled = false): not listening on port 5351");
+        if self.config.backend == Backend::Nftables {
+            if let Err(e) = self.forwarder.teardown() {
+                debug!("no natpmpd table to remove: {e}");
+            }
+        }
+    }
+
     /// Read the interfaces again and act on what changed: the external address (epoch reset,
-    /// announcements, forwards moved) and interfaces that appeared or vanished.
+    /// announcements, forwards moved), interfaces that appeared or vanished, hairpin subnets.
     fn refresh_interfaces(&mut self) {
         match netif::snapshot() {
             Ok(s) => self.interfaces = s,
@@ -217,7 +300,13 @@ impl Daemon {
             let now = self.now();
             let mut changes = Vec::new();
             self.server.set_external_address(now, addr, &mut changes);
-            self.apply_or_resync(&changes);
+            if self.serving() {
+                self.apply_or_resync(&changes);
+            }
+            self.leases_changed();
+        }
+        if self.serving() {
+            self.sync_hairpin();
         }
     }
 
@@ -249,27 +338,74 @@ impl Daemon {
         }
     }
 
-    /// Expire mappings and send due announcement copies.
-    fn on_timers(&mut self, socket: &NatPmpSocket) {
+    /// Give the kernel the current hairpin sets: the external address (none when hairpin is
+    /// off) and the internal subnets.
+    fn sync_hairpin(&mut self) {
+        let addr = self
+            .server
+            .external_address()
+            .filter(|_| self.config.hairpin);
+        let mut nets: Vec<(Ipv4Addr, u8)> = self
+            .internal_interfaces()
+            .flat_map(|i| i.addrs.iter())
+            .map(|a| (a.network(), a.prefix_len))
+            .collect();
+        nets.sort();
+        nets.dedup();
+        let wanted: HairpinSets = (addr, nets);
+        if self.hairpin_applied.as_ref() == Some(&wanted) {
+            return;
+        }
+        match self.forwarder.set_hairpin(wanted.0, &wanted.1) {
+            Ok(()) => self.hairpin_applied = Some(wanted),
+            Err(e) => error!("cannot update the hairpin sets: {e}"),
+        }
+    }
+
+    /// Expire mappings, send due announcement copies, save leases, check for drift.
+    fn on_timers(&mut self) {
         let now = self.now();
         let mut changes = Vec::new();
         self.server.handle_timeout(now, &mut changes);
         if !changes.is_empty() {
             debug!("expired {} forward(s)", changes.len());
-            self.apply_or_resync(&changes);
+            if self.serving() {
+                self.apply_or_resync(&changes);
+            }
+            self.leases_changed();
         }
+        self.send_announcements(now);
+        if self.lease_save_due.is_some_and(|t| t <= Instant::now()) {
+            self.save_leases();
+        }
+        if self.serving()
+            && self.config.backend == Backend::Nftables
+            && self.next_drift_check <= Instant::now()
+        {
+            self.check_drift();
+            self.next_drift_check = Instant::now() + DRIFT_CHECK;
+        }
+    }
+
+    fn send_announcements(&mut self, now: Timestamp) {
+        let Some(socket) = self.socket.clone() else {
+            return;
+        };
         let mut packet = Vec::with_capacity(natpmp::EXTERNAL_ADDRESS_RESPONSE_LEN);
         while self.server.poll_announcement(now, &mut packet) {
             let to = SocketAddrV4::new(natpmp::ANNOUNCE_GROUP, natpmp::CLIENT_PORT);
+            let mut sent = 0;
             for iface in self.internal_interfaces() {
                 // Sent from the interface's own address: clients check the source (§3.2.1).
                 let Some(from) = iface.addrs.first() else {
                     continue;
                 };
-                if let Err(e) = socket.send_from(&packet, from.addr, iface.index, to) {
-                    debug!("announcement on {} not sent: {e}", iface.name);
+                match socket.send_from(&packet, from.addr, iface.index, to) {
+                    Ok(()) => sent += 1,
+                    Err(e) => debug!("announcement on {} not sent: {e}", iface.name),
                 }
             }
+            debug!("announcement sent on {sent} interface(s)");
         }
     }
 
@@ -338,6 +474,7 @@ impl Daemon {
                     }
                 }
             }
+            self.leases_changed();
         }
         for p in &pending {
             if let Err(e) = socket.send_from(&p.reply, p.from, p.ifindex, p.to) {
@@ -345,16 +482,14 @@ impl Daemon {
             }
         }
         for c in &changes {
-            match c {
-                Change::Add(f) => debug!(
-                    "forward {} {}:{} -> {}:{}",
-                    f.protocol, f.external_addr, f.external_port, f.internal_addr, f.internal_port
-                ),
-                Change::Remove(f) => debug!(
-                    "remove {} {}:{} -> {}:{}",
-                    f.protocol, f.external_addr, f.external_port, f.internal_addr, f.internal_port
-                ),
-            }
+            let (what, f) = match c {
+                Change::Add(f) => ("forward", f),
+                Change::Remove(f) => ("remove", f),
+            };
+            debug!(
+                "{what} {} {}:{} -> {}:{}",
+                f.protocol, f.external_addr, f.external_port, f.internal_addr, f.internal_port
+            );
         }
     }
 
@@ -362,7 +497,7 @@ impl Daemon {
     /// alone (a forward already gone from the kernel, e.g. after another tool flushed it, must
     /// not block the renewal that follows) and then the additions together. Only a refused
     /// addition is an error.
-    fn apply_tolerant(&mut self, changes: &[Change]) -> Result<(), natpmp_nft::ForwardError> {
+    fn apply_tolerant(&mut self, changes: &[Change]) -> Result<(), ForwardError> {
         if self.forwarder.apply(changes).is_ok() {
             return Ok(());
         }
@@ -397,18 +532,65 @@ impl Daemon {
 
     /// Reload our table and install every forward the engine holds, in one transaction.
     fn resync(&mut self) {
-        let Some(ext) = self.config.external().map(|e| e.interface.clone()) else {
+        let Some(ext) = self.external_name() else {
             return;
         };
-        let forwards = self.server.forwards(self.now());
-        let adds: Vec<Change> = forwards.into_iter().map(Change::Add).collect();
-        match self
-            .forwarder
-            .prepare(&ext)
-            .and_then(|()| self.forwarder.apply(&adds))
-        {
-            Ok(()) => info!("natpmpd table rebuilt with {} forward(s)", adds.len()),
+        let adds: Vec<Change> = self
+            .server
+            .forwards(self.now())
+            .into_iter()
+            .map(Change::Add)
+            .collect();
+        let result = self.forwarder.prepare(&ext).and_then(|()| {
+            self.hairpin_applied = None;
+            self.forwarder.apply(&adds)
+        });
+        match result {
+            Ok(()) => {
+                self.sync_hairpin();
+                info!("natpmpd table rebuilt with {} forward(s)", adds.len());
+            }
             Err(e) => error!("cannot rebuild the natpmpd table: {e}"),
+        }
+    }
+
+    /// Compare the kernel with the engine; put back what another tool removed, remove what
+    /// nobody tracks.
+    fn check_drift(&mut self) {
+        match self.forwarder.check() {
+            Ok(Health::Intact) => {}
+            Ok(Health::Damaged(why)) => {
+                warn!("natpmpd's nftables table was changed by someone else ({why}); restoring it");
+                self.resync();
+                return;
+            }
+            Err(e) => {
+                warn!("cannot check the natpmpd table: {e}; restoring it");
+                self.resync();
+                return;
+            }
+        }
+        let kernel = match self.forwarder.list() {
+            Ok(k) => k,
+            Err(e) => {
+                warn!("cannot list the natpmpd forwards: {e}; restoring the table");
+                self.resync();
+                return;
+            }
+        };
+        let wanted = self.server.forwards(self.now());
+        let repair = drift_repair(&wanted, &kernel);
+        if repair.is_empty() {
+            return;
+        }
+        let (added, removed) = repair.iter().fold((0, 0), |(a, r), c| match c {
+            Change::Add(_) => (a + 1, r),
+            Change::Remove(_) => (a, r + 1),
+        });
+        warn!("natpmpd's forwards drifted from its table: restoring {added} missing, removing {removed} unknown");
+        if let Err(e) = self.forwarder.apply(&repair) {
+            warn!("repair refused ({e}); rebuilding the natpmpd table");
+            self.resync();
         }
     }
 
@@ -417,17 +599,167 @@ impl Daemon {
             Request::Print => Response {
                 ok: true,
                 error: None,
-                external_interface: self.config.external().map(|e| e.interface.clone()),
+                external_interface: self.external_name(),
                 mappings: self.server.mappings(self.now()),
+            },
+            Request::Reload => match self.reload() {
+                Ok(()) => Response {
+                    ok: true,
+                    ..Response::default()
+                },
+                Err(e) => Response::error(e),
             },
         }
     }
 
+    /// Re-read the configuration file and apply it. An invalid file changes nothing.
+    fn reload(&mut self) -> Result<(), String> {
+        let new = Config::load(&self.config_path)
+            .map_err(|e| format!("configuration not reloaded: {e}"))?;
+        let mut new = new;
+        // These are fixed for the life of the process; say so instead of half-applying them.
+        for (what, changed) in [
+            ("backend", new.backend != self.config.backend),
+            (
+                "control-socket",
+                new.control_socket != self.config.control_socket,
+            ),
+            (
+                "control-socket-group",
+                new.control_socket_group != self.config.control_socket_group,
+            ),
+        ] {
+            if changed {
+                warn!("{what} changed: takes effect at the next restart");
+            }
+        }
+        new.backend = self.config.backend;
+        new.control_socket = self.config.control_socket.clone();
+        new.control_socket_group = self.config.control_socket_group.clone();
+
+        let was_enabled = self.config.enabled && self.serving();
+        let old_external = self.external_name();
+        let seed = random_seed();
+        self.server.set_config(new.server_config(seed));
+        self.config = new;
+        self.reported_missing.clear();
+
+        if was_enabled && !self.config.enabled {
+            // Switched off: forget the mappings (their forwards go with our table).
+            let mut dropped = Vec::new();
+            self.server.reset(self.now(), &mut dropped);
+            self.stop_serving();
+            self.leases_changed();
+        } else if !was_enabled && self.config.enabled {
+            self.refresh_interfaces();
+            self.start_serving().map_err(|e| format!("{e:#}"))?;
+        } else if self.config.enabled && old_external != self.external_name() {
+            // A new external interface: our rules name it, so reload the table.
+            info!(
+                "external interface changed from {} to {}",
+                old_external.as_deref().unwrap_or("none"),
+                self.external_name().as_deref().unwrap_or("none")
+            );
+            self.refresh_interfaces();
+            self.resync();
+        } else {
+            self.refresh_interfaces();
+        }
+        info!("configuration reloaded from {}", self.config_path.display());
+        Ok(())
+    }
+
+    /// Bring back the mappings of the previous run from the lease file.
+    fn restore_leases(&mut self) {
+        let path = self.config.lease_file.clone();
+        let restored = match leases::load(&path, leases::now_unix_ms()) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                info!(
+                    "no lease file at {}: starting with no mappings",
+                    path.display()
+                );
+                return;
+            }
+            Err(e) => {
+                // Never fatal: a clean start is better than no gateway.
+                error!("{e}");
+                return;
+            }
+        };
+        let now = self.now();
+        // The epoch continues only while the external address is the one the leases knew.
+        let same_address = restored.external_addr == self.server.external_address();
+        let epoch = if same_address {
+            restored.epoch_seconds
+        } else {
+            0
+        };
+        let mut changes = Vec::new();
+        let n = self
+            .server
+            .restore(now, epoch, &restored.records, &mut changes);
+        info!(
+            "restored {n} mapping(s) from {} ({} expired while stopped{})",
+            path.display(),
+            restored.expired,
+            if same_address {
+                ""
+            } else {
+                "; external address changed, epoch reset"
+            }
+        );
+        self.leases_changed();
+    }
+
+    /// The mapping state changed: write the lease file soon (at most once per
+    /// LEASE_SAVE_DELAY, so a flood of requests costs one write per second, not one each).
+    fn leases_changed(&mut self) {
+        if self.lease_save_due.is_none() {
+            self.lease_save_due = Some(Instant::now() + LEASE_SAVE_DELAY);
+        }
+    }
+
+    fn save_leases(&mut self) {
+        self.lease_save_due = None;
+        let now = self.now();
+        let records = self.server.records(now);
+        match leases::save(
+            &self.config.lease_file,
+            leases::now_unix_ms(),
+            self.server.external_address(),
+            self.server.epoch_seconds(now),
+            &records,
+        ) {
+            Ok(()) => {
+                if self.lease_save_failing {
+                    info!(
+                        "lease file {} written again",
+                        self.config.lease_file.display()
+                    );
+                }
+                self.lease_save_failing = false;
+                debug!("saved {} lease(s)", records.len());
+            }
+            Err(e) => {
+                if !self.lease_save_failing {
+                    error!(
+                        "cannot write the lease file {}: {e}; mappings will not survive a restart until it works (retrying)",
+                        self.config.lease_file.display()
+                    );
+                }
+                self.lease_save_failing = true;
+                self.lease_save_due = Some(Instant::now() + LEASE_SAVE_DELAY * 5);
+            }
+        }
+    }
+
     fn shutdown(&mut self) {
-        if self.config.backend == Backend::None {
+        self.save_leases();
+        if self.config.backend == Backend::None || !self.serving() {
             info!("stopping");
         } else if self.config.keep_forwards_on_exit {
-            info!("stopping; forwards stay in the kernel until their own timeouts (keep-forwards-on-exit)");
+            info!("stopping; forwards stay in the kernel until their own timeouts or the next start (keep-forwards-on-exit)");
         } else {
             match self.forwarder.teardown() {
                 Ok(()) => info!("stopping; natpmpd table removed"),
@@ -436,6 +768,34 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.config.control_socket);
     }
+}
+
+/// The changes that turn the kernel's forwards into the wanted ones: add what is missing,
+/// remove what nobody tracks. Timeouts are not compared (the kernel's count down).
+pub fn drift_repair(wanted: &[Forward], kernel: &[Forward]) -> Vec<Change> {
+    let key = |f: &Forward| {
+        (
+            f.protocol,
+            f.external_addr,
+            f.external_port,
+            f.internal_addr,
+            f.internal_port,
+        )
+    };
+    let have: HashSet<_> = kernel.iter().map(key).collect();
+    let want: HashSet<_> = wanted.iter().map(key).collect();
+    let mut out: Vec<Change> = kernel
+        .iter()
+        .filter(|f| !want.contains(&key(f)))
+        .map(|f| Change::Remove(*f))
+        .collect();
+    out.extend(
+        wanted
+            .iter()
+            .filter(|f| !have.contains(&key(f)))
+            .map(|f| Change::Add(*f)),
+    );
+    out
 }
 
 /// Forwarding must be on for mappings to work; say so at start-up rather than let users
@@ -464,4 +824,52 @@ fn random_seed() -> u64 {
         return t.as_nanos() as u64 ^ u64::from(std::process::id());
     }
     u64::from_ne_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natpmp_core::Protocol;
+
+    fn fwd(port: u16, timeout_s: u64) -> Forward {
+        Forward {
+            protocol: Protocol::Tcp,
+            external_addr: Ipv4Addr::new(203, 0, 113, 1),
+            external_port: port,
+            internal_addr: Ipv4Addr::new(192, 168, 88, 10),
+            internal_port: port,
+            timeout: Duration::from_secs(timeout_s),
+        }
+    }
+
+    #[test]
+    fn drift_repair_adds_missing_and_removes_unknown_ignoring_timeouts() {
+        let wanted = [fwd(1, 100), fwd(2, 100)];
+        let kernel = [fwd(2, 37), fwd(3, 50)];
+        let repair = drift_repair(&wanted, &kernel);
+        assert_eq!(
+            repair,
+            vec![Change::Remove(fwd(3, 50)), Change::Add(fwd(1, 100))]
+        );
+    }
+
+    #[test]
+    fn drift_repair_of_an_intact_table_is_empty() {
+        let wanted = [fwd(1, 100)];
+        assert!(drift_repair(&wanted, &[fwd(1, 3)]).is_empty());
+        assert!(drift_repair(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn drift_repair_moves_forwards_to_a_new_external_address() {
+        let old = fwd(1, 100);
+        let new = Forward {
+            external_addr: Ipv4Addr::new(198, 51, 100, 1),
+            ..old
+        };
+        assert_eq!(
+            drift_repair(&[new], &[old]),
+            vec![Change::Remove(old), Change::Add(new)]
+        );
+    }
 }

@@ -6,11 +6,13 @@
 //! - `control`: the control socket (newline-delimited JSON over a Unix stream socket) that
 //!   `natpmpctl` talks to, server and client side, and the `print` formatting.
 //! - `driver`: the event loop: requests, timers, interface events, control, signals.
+//! - `leases`: the lease file (mappings across restarts), written atomically.
 //! - `udp`: the port-5351 socket with IP_PKTINFO (arrival interface, reply source address).
 //! - `netif`: interface snapshots and the netlink route monitor.
 
 pub mod config;
 pub mod control;
 pub mod driver;
+pub mod leases;
 pub mod netif;
 pub mod udp;

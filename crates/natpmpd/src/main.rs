@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(natpmpd::driver::run(config)) {
+    match runtime.block_on(natpmpd::driver::run(args.config.clone(), config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("natpmpd: {e:#}");

@@ -19,14 +19,22 @@ pub struct IfAddr {
 }
 
 impl IfAddr {
-    /// Whether `other` is inside this address's subnet.
-    pub fn contains(&self, other: Ipv4Addr) -> bool {
-        let mask = if self.prefix_len == 0 {
+    /// The subnet's network address (the address with the host bits cleared).
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    fn mask(&self) -> u32 {
+        if self.prefix_len == 0 {
             0
         } else {
             u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
-        };
-        u32::from(self.addr) & mask == u32::from(other) & mask
+        }
+    }
+
+    /// Whether `other` is inside this address's subnet.
+    pub fn contains(&self, other: Ipv4Addr) -> bool {
+        u32::from(self.addr) & self.mask() == u32::from(other) & self.mask()
     }
 }
 
@@ -168,6 +176,7 @@ mod tests {
         };
         assert!(a.contains(Ipv4Addr::new(192, 168, 88, 200)));
         assert!(!a.contains(Ipv4Addr::new(192, 168, 89, 1)));
+        assert_eq!(a.network(), Ipv4Addr::new(192, 168, 88, 0));
         let all = IfAddr {
             addr: Ipv4Addr::new(10, 0, 0, 1),
             prefix_len: 0,

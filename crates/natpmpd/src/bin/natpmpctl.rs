@@ -50,6 +50,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make natpmpd re-read its configuration file (as SIGHUP does); prints why if the new
+    /// file is refused, in which case the running configuration stays
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +92,21 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             };
             // A closed pipe (`natpmpctl print | head`) is not worth a panic or an error code.
             let _ = std::io::stdout().lock().write_all(out.as_bytes());
+            Ok(())
+        }
+        Command::Reload => {
+            let response = control::call(&socket, &Request::Reload)
+                .map_err(|e| (EXIT_USAGE, e.to_string()))?;
+            if !response.ok {
+                let message = response
+                    .error
+                    .unwrap_or_else(|| "natpmpd reported an error without a message".into());
+                return Err((
+                    EXIT_DAEMON_ERROR,
+                    format!("natpmpd kept its running configuration: {message}"),
+                ));
+            }
+            println!("configuration reloaded");
             Ok(())
         }
     }

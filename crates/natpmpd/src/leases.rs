@@ -1,0 +1,281 @@
+//! The lease file: every dynamic mapping with its expiry, so mappings survive a restart or a
+//! crash (RFC 6886 §3.7 allows keeping mappings in persistent storage).
+//!
+//! Format: one JSON document, versioned (`"format": "natpmpd-leases", "version": 1`), with
+//! expiries as wall-clock Unix milliseconds, since nothing else survives a restart. Written
+//! atomically: a temporary file in the same directory, fsync, rename over the old file, fsync
+//! of the directory; a crash at any point leaves either the old or the new file whole.
+//!
+//! Epoch rule (written down here because the RFC leaves it to us): when the lease file is read
+//! back whole, the mapping state survived, so the epoch continues from the saved value plus the
+//! wall-clock time the daemon was down. When the file is missing or unreadable, state was lost
+//! and the epoch starts again from 0 (RFC 6886 §3.6). Announcements go out at every start.
+
+use natpmp_core::{MappingRecord, Protocol};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const FORMAT: &str = "natpmpd-leases";
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct LeaseFile {
+    format: String,
+    version: u32,
+    saved_at_unix_ms: u64,
+    external_addr: Option<Ipv4Addr>,
+    epoch_seconds: u32,
+    mappings: Vec<Lease>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Lease {
+    client: Ipv4Addr,
+    protocol: Protocol,
+    internal_port: u16,
+    external_port: u16,
+    lifetime: u32,
+    expires_at_unix_ms: u64,
+}
+
+/// What a lease file says, converted to the time of reading.
+#[derive(Debug, PartialEq)]
+pub struct Restored {
+    /// The external address when the file was saved: the epoch continues only if it is still
+    /// the same (an address change resets the epoch, RFC 6887 §8.5).
+    pub external_addr: Option<Ipv4Addr>,
+    /// The epoch as it stands now: the saved value plus the time since the save.
+    pub epoch_seconds: u32,
+    /// Unexpired mappings, with their time left counted from now.
+    pub records: Vec<MappingRecord>,
+    /// How many saved mappings had expired while the daemon was down.
+    pub expired: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("cannot read the lease file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the lease file {path} is not a valid natpmpd lease file ({reason}); starting with no mappings")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Read the lease file. `Ok(None)` when there is none (a first start).
+pub fn load(path: &Path, now_unix_ms: u64) -> Result<Option<Restored>, LeaseError> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(LeaseError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let corrupt = |reason: String| LeaseError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let file: LeaseFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+    if file.format != FORMAT {
+        return Err(corrupt(format!(
+            "format is {:?}, not {FORMAT:?}",
+            file.format
+        )));
+    }
+    if file.version != VERSION {
+        return Err(corrupt(format!(
+            "version {} is not supported (this natpmpd reads version {VERSION})",
+            file.version
+        )));
+    }
+    // A wall clock stepped backwards counts as no time passed, never as negative time.
+    let down_ms = now_unix_ms.saturating_sub(file.saved_at_unix_ms);
+    let epoch_seconds = file
+        .epoch_seconds
+        .saturating_add(u32::try_from(down_ms / 1000).unwrap_or(u32::MAX));
+    let mut records = Vec::new();
+    let mut expired = 0;
+    for l in file.mappings {
+        // Never more than was left at the save, whatever the wall clock did since.
+        let left = l
+            .expires_at_unix_ms
+            .saturating_sub(now_unix_ms)
+            .min(l.expires_at_unix_ms.saturating_sub(file.saved_at_unix_ms));
+        if left == 0 {
+            expired += 1;
+            continue;
+        }
+        records.push(MappingRecord {
+            client: l.client,
+            protocol: l.protocol,
+            internal_port: l.internal_port,
+            external_port: l.external_port,
+            lifetime: l.lifetime,
+            expires_in_ms: left,
+        });
+    }
+    Ok(Some(Restored {
+        external_addr: file.external_addr,
+        epoch_seconds,
+        records,
+        expired,
+    }))
+}
+
+/// Write the lease file atomically.
+pub fn save(
+    path: &Path,
+    now_unix_ms: u64,
+    external_addr: Option<Ipv4Addr>,
+    epoch_seconds: u32,
+    records: &[MappingRecord],
+) -> io::Result<()> {
+    let file = LeaseFile {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        saved_at_unix_ms: now_unix_ms,
+        external_addr,
+        epoch_seconds,
+        mappings: records
+            .iter()
+            .map(|r| Lease {
+                client: r.client,
+                protocol: r.protocol,
+                internal_port: r.internal_port,
+                external_port: r.external_port,
+                lifetime: r.lifetime,
+                expires_at_unix_ms: now_unix_ms.saturating_add(r.expires_in_ms),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    text.push(b'\n');
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "lease-file names no file"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is durable only once the directory is synced.
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("natpmpd-leases-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rec(port: u16, left_ms: u64) -> MappingRecord {
+        MappingRecord {
+            client: Ipv4Addr::new(192, 168, 88, 10),
+            protocol: Protocol::Tcp,
+            internal_port: port,
+            external_port: port + 1000,
+            lifetime: 3600,
+            expires_in_ms: left_ms,
+        }
+    }
+
+    #[test]
+    fn round_trip_counts_down_expiries_and_the_epoch_goes_on() {
+        let d = tmpdir("rt");
+        let path = d.join("sub/leases.json");
+        let addr = Some(Ipv4Addr::new(203, 0, 113, 1));
+        save(
+            &path,
+            1_000_000,
+            addr,
+            50,
+            &[rec(80, 10_000), rec(81, 60_000)],
+        )
+        .unwrap();
+        let r = load(&path, 1_020_000).unwrap().unwrap();
+        assert_eq!(r.external_addr, addr);
+        assert_eq!(r.epoch_seconds, 70);
+        assert_eq!(r.expired, 1);
+        assert_eq!(r.records, vec![rec(81, 40_000)]);
+        // No temporary file is left next to it.
+        let names: Vec<_> = std::fs::read_dir(d.join("sub")).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_missing_file_is_a_first_start() {
+        let d = tmpdir("missing");
+        assert_eq!(load(&d.join("none.json"), 0).unwrap(), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn truncated_garbage_and_foreign_files_are_corrupt_not_a_crash() {
+        let d = tmpdir("corrupt");
+        let path = d.join("leases.json");
+        save(&path, 1000, None, 0, &[rec(80, 10_000)]).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        for cut in [1, whole.len() / 2, whole.len() - 3] {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            let e = load(&path, 1000).unwrap_err();
+            assert!(
+                e.to_string().contains("not a valid natpmpd lease file"),
+                "{e}"
+            );
+        }
+        std::fs::write(&path, b"\xff\x00binary").unwrap();
+        assert!(matches!(load(&path, 0), Err(LeaseError::Corrupt { .. })));
+        let other = String::from_utf8(whole.clone())
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 9");
+        std::fs::write(&path, other).unwrap();
+        let e = load(&path, 0).unwrap_err().to_string();
+        assert!(e.contains("version 9 is not supported"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_adds_no_time() {
+        let d = tmpdir("clock");
+        let path = d.join("leases.json");
+        save(&path, 1_000_000, None, 5, &[rec(80, 10_000)]).unwrap();
+        let r = load(&path, 900_000).unwrap().unwrap();
+        assert_eq!(r.epoch_seconds, 5);
+        assert_eq!(r.records[0].expires_in_ms, 10_000);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
