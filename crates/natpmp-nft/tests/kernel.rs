@@ -632,7 +632,22 @@ fn udp_round_trip(
     wait: Duration,
 ) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
     let server = server_host.run(move || {
-        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, server_port)).unwrap();
+        // The previous round's socket on this port may live on for a moment in a child that
+        // another test thread forked (the fd is shared until that child's exec closes it), so
+        // a bind can meet AddrInUse briefly: retry for up to 2 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let s = loop {
+            match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, server_port)) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("bind udp port {server_port}: {e}"),
+            }
+        };
         s.set_read_timeout(Some(wait)).unwrap();
         s
     });
