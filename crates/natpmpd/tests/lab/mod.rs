@@ -941,6 +941,16 @@ impl Lab {
         self.daemon.as_ref().expect("daemon not started").child.id()
     }
 
+    /// Whether the daemon process is still alive (not exited, not a zombie); `&self` only.
+    pub fn daemon_alive(&self) -> bool {
+        let Some(d) = self.daemon.as_ref() else { return false };
+        match fs::read_to_string(format!("/proc/{}/stat", d.child.id())) {
+            // The state follows the parenthesised command name: `pid (comm) S ...`.
+            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+            Err(_) => false,
+        }
+    }
+
     /// Sends `sig` to the running daemon.
     pub fn signal_daemon(&self, sig: libc::c_int) {
         // SAFETY: plain kill(2) on our own child's pid.
