@@ -32,6 +32,11 @@ pub enum ForwardError {
     /// An internal network given to `set_hairpin` has a prefix length over 32.
     #[error("invalid internal network {0}/{1}: the prefix length is over 32")]
     InvalidNetwork(Ipv4Addr, u8),
+    /// The maps hold elements that are not halves of a whole forward (added or removed by
+    /// hand, or undecodable). They cannot be listed as forwards, and a forward's removal would
+    /// not reach them, so the caller should rebuild the table.
+    #[error("the natpmpd maps hold elements that are not part of a whole forward: {0}")]
+    Stray(String),
     /// The external interface name cannot be written into the ruleset safely.
     #[error("invalid external interface: {0}")]
     InvalidInterface(#[from] crate::template::InterfaceNameError),
@@ -50,7 +55,8 @@ pub trait Forwarder {
     fn apply(&mut self, changes: &[Change]) -> Result<(), ForwardError>;
 
     /// The forwards currently in the kernel (for reconciliation and tests). Timeouts are the
-    /// time left as the kernel reports it.
+    /// time left as the kernel reports it. Elements that do not pair into whole forwards make
+    /// this fail with `ForwardError::Stray`: such drift can only be repaired by a rebuild.
     fn list(&mut self) -> Result<Vec<Forward>, ForwardError>;
 
     /// Remove our table (used on shutdown when forwards are not kept).

@@ -482,13 +482,12 @@ impl Forwarder for NftForwarder {
         }
         let (forwards, lone_in, lone_out) = nftables::join(&inbound, &outbound);
         if odd > 0 || !lone_in.is_empty() || !lone_out.is_empty() {
-            tracing::warn!(
-                undecodable = odd,
-                inbound_only = lone_in.len(),
-                outbound_only = lone_out.len(),
-                "the natpmpd maps hold elements that are not part of a whole forward \
-                 (changed by hand, or half expired); they are not listed"
-            );
+            return Err(ForwardError::Stray(format!(
+                "{} inbound-only, {} outbound-only, {odd} undecodable (changed by hand, or \
+                 half expired)",
+                lone_in.len(),
+                lone_out.len()
+            )));
         }
         Ok(forwards)
     }

@@ -462,14 +462,25 @@ impl Daemon {
                     "kernel refused a batch of {} change(s): {e}; retrying request by request",
                     changes.len()
                 );
-                for p in &mut pending {
+                let mut refused = Vec::new();
+                for (i, p) in pending.iter().enumerate() {
                     let mine = &changes[p.changes.clone()];
-                    if mine.is_empty() {
-                        continue;
+                    if !mine.is_empty() {
+                        if let Err(e) = self.apply_tolerant(mine) {
+                            warn!("forward for {} refused: {e}", p.to.ip());
+                            refused.push(i);
+                        }
                     }
-                    if let Err(e) = self.apply_tolerant(mine) {
-                        error!("forward for {} not installed: {e}", p.to.ip());
-                        self.server.revert(mine);
+                }
+                // A refusal means the kernel holds something we did not put there (an element
+                // added by hand on the same port, say). Rebuilding the table from the engine,
+                // which already counts these requests' mappings, repairs both; only if that
+                // fails are the clients told result 3 and their mappings forgotten.
+                if !refused.is_empty() && !self.resync() {
+                    for i in refused {
+                        let p = &mut pending[i];
+                        error!("forward for {} not installed", p.to.ip());
+                        self.server.revert(&changes[p.changes.clone()]);
                         natpmp::rewrite_map_as_failure(&mut p.reply, ResultCode::NetworkFailure);
                     }
                 }
@@ -531,9 +542,10 @@ impl Daemon {
     }
 
     /// Reload our table and install every forward the engine holds, in one transaction.
-    fn resync(&mut self) {
+    /// Returns whether the kernel now holds them.
+    fn resync(&mut self) -> bool {
         let Some(ext) = self.external_name() else {
-            return;
+            return false;
         };
         let adds: Vec<Change> = self
             .server
@@ -549,8 +561,12 @@ impl Daemon {
             Ok(()) => {
                 self.sync_hairpin();
                 info!("natpmpd table rebuilt with {} forward(s)", adds.len());
+                true
             }
-            Err(e) => error!("cannot rebuild the natpmpd table: {e}"),
+            Err(e) => {
+                error!("cannot rebuild the natpmpd table: {e}");
+                false
+            }
         }
     }
 
