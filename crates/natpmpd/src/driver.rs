@@ -215,20 +215,9 @@ impl Daemon {
         let ext = self
             .external_name()
             .context("no enabled external interface")?;
-        self.forwarder
-            .prepare(&ext)
+        let installed = self
+            .rebuild_table(&ext)
             .context("installing the natpmpd nftables table")?;
-        self.hairpin_applied = None;
-        self.sync_hairpin();
-        let adds: Vec<Change> = self
-            .server
-            .forwards(self.now())
-            .into_iter()
-            .map(Change::Add)
-            .collect();
-        if let Err(e) = self.forwarder.apply(&adds) {
-            error!("could not install {} restored forward(s): {e}", adds.len());
-        }
         let socket = NatPmpSocket::bind(natpmp::SERVER_PORT).context("binding UDP port 5351")?;
         self.socket = Some(Rc::new(socket));
         self.next_drift_check = Instant::now() + DRIFT_CHECK;
@@ -239,7 +228,7 @@ impl Daemon {
         info!(
             "natpmpd listening on 0.0.0.0:5351 (external {ext}, internal {}), {} mapping(s)",
             internals.join(", "),
-            adds.len()
+            installed
         );
         Ok(())
     }
@@ -541,26 +530,30 @@ impl Daemon {
         }
     }
 
-    /// Reload our table and install every forward the engine holds, in one transaction.
-    /// Returns whether the kernel now holds them.
-    fn resync(&mut self) -> bool {
-        let Some(ext) = self.external_name() else {
-            return false;
-        };
+    /// Reload our table, install every forward the engine holds in one transaction, and fill
+    /// the hairpin sets (which the reload emptied). Returns how many forwards it installed.
+    fn rebuild_table(&mut self, external_interface: &str) -> Result<usize, ForwardError> {
         let adds: Vec<Change> = self
             .server
             .forwards(self.now())
             .into_iter()
             .map(Change::Add)
             .collect();
-        let result = self.forwarder.prepare(&ext).and_then(|()| {
-            self.hairpin_applied = None;
-            self.forwarder.apply(&adds)
-        });
-        match result {
-            Ok(()) => {
-                self.sync_hairpin();
-                info!("natpmpd table rebuilt with {} forward(s)", adds.len());
+        self.forwarder.prepare(external_interface)?;
+        self.hairpin_applied = None;
+        self.forwarder.apply(&adds)?;
+        self.sync_hairpin();
+        Ok(adds.len())
+    }
+
+    /// `rebuild_table` for repairs, logging the outcome. Returns whether it worked.
+    fn resync(&mut self) -> bool {
+        let Some(ext) = self.external_name() else {
+            return false;
+        };
+        match self.rebuild_table(&ext) {
+            Ok(n) => {
+                info!("natpmpd table rebuilt with {n} forward(s)");
                 true
             }
             Err(e) => {
