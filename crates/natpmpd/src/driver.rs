@@ -471,6 +471,8 @@ impl Daemon {
                         error!("forward for {} not installed", p.to.ip());
                         self.server.revert(&changes[p.changes.clone()]);
                         natpmp::rewrite_map_as_failure(&mut p.reply, ResultCode::NetworkFailure);
+                        // These changes never happened: keep the debug log below truthful.
+                        p.changes = 0..0;
                     }
                 }
             }
@@ -481,7 +483,7 @@ impl Daemon {
                 debug!("reply to {} not sent: {e}", p.to);
             }
         }
-        for c in &changes {
+        for c in pending.iter().flat_map(|p| &changes[p.changes.clone()]) {
             let (what, f) = match c {
                 Change::Add(f) => ("forward", f),
                 Change::Remove(f) => ("remove", f),
@@ -616,7 +618,10 @@ impl Daemon {
                     ok: true,
                     ..Response::default()
                 },
-                Err(e) => Response::error(e),
+                Err(e) => {
+                    error!("natpmpctl reload: {e}");
+                    Response::error(e)
+                }
             },
         }
     }

@@ -18,13 +18,17 @@ fn announcement_listener(ns: &str, iface_addr: Ipv4Addr) -> UdpSocket {
         // Every multicast-capable interface is in the all-hosts group already; joining
         // explicitly is what RFC 6886 §3.2.1 tells clients to do, and harmless.
         let _ = s.join_multicast_v4(&GROUP, &iface_addr);
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         s
     })
 }
 
 /// Everything `sock` receives until `until`, with arrival times.
-fn collect(sock: UdpSocket, until: Instant) -> thread::JoinHandle<Vec<(Instant, Vec<u8>, SocketAddr)>> {
+fn collect(
+    sock: UdpSocket,
+    until: Instant,
+) -> thread::JoinHandle<Vec<(Instant, Vec<u8>, SocketAddr)>> {
     thread::spawn(move || {
         let mut got = Vec::new();
         let mut buf = [0u8; 1500];
@@ -40,8 +44,13 @@ fn collect(sock: UdpSocket, until: Instant) -> thread::JoinHandle<Vec<(Instant, 
 fn check_train(what: &str, got: &[(Instant, Vec<u8>, SocketAddr)], allowed: &[Ipv4Addr]) {
     assert!(!got.is_empty(), "{what}: no announcement received");
     for (_, b, from) in got {
-        let SocketAddr::V4(from) = from else { panic!("{what}: IPv6 source {from}") };
-        assert!(allowed.contains(from.ip()), "{what}: announcement from {from}, expected one of {allowed:?}");
+        let SocketAddr::V4(from) = from else {
+            panic!("{what}: IPv6 source {from}")
+        };
+        assert!(
+            allowed.contains(from.ip()),
+            "{what}: announcement from {from}, expected one of {allowed:?}"
+        );
         assert_eq!(from.port(), NATPMP_PORT, "{what}: source port");
         assert_eq!(b.len(), 12, "{what}: announcement length {b:02x?}");
         assert_eq!(&b[..4], &[0, 0x80, 0, 0], "{what}: header {b:02x?}");
@@ -59,14 +68,27 @@ fn check_train(what: &str, got: &[(Instant, Vec<u8>, SocketAddr)], allowed: &[Ip
         if times.is_empty() {
             continue;
         }
-        assert!(times.len() >= 3, "{what}: only {} copies from {src} within ~2.5 s", times.len());
+        assert!(
+            times.len() >= 3,
+            "{what}: only {} copies from {src} within ~2.5 s",
+            times.len()
+        );
         let g1 = (times[1] - times[0]).as_secs_f64();
         let g2 = (times[2] - times[1]).as_secs_f64();
-        assert!((0.15..=0.45).contains(&g1), "{what}: first gap {g1:.3}s, want ~0.25s");
-        assert!((0.35..=0.8).contains(&g2), "{what}: second gap {g2:.3}s, want ~0.5s");
+        assert!(
+            (0.15..=0.45).contains(&g1),
+            "{what}: first gap {g1:.3}s, want ~0.25s"
+        );
+        assert!(
+            (0.35..=0.8).contains(&g2),
+            "{what}: second gap {g2:.3}s, want ~0.5s"
+        );
         if times.len() >= 4 {
             let g3 = (times[3] - times[2]).as_secs_f64();
-            assert!((0.8..=1.4).contains(&g3), "{what}: third gap {g3:.3}s, want ~1s");
+            assert!(
+                (0.8..=1.4).contains(&g3),
+                "{what}: third gap {g3:.3}s, want ~1s"
+            );
         }
     }
 }
@@ -95,5 +117,8 @@ fn no_announcements_on_the_external_side() {
     let t = collect(inet, until);
     lab.spawn_daemon(&DaemonConfig::default());
     let got = t.join().unwrap();
-    assert!(got.is_empty(), "announcements leaked to the internet side: {got:?}");
+    assert!(
+        got.is_empty(),
+        "announcements leaked to the internet side: {got:?}"
+    );
 }

@@ -7,7 +7,10 @@ use lab::*;
 #[test]
 fn backend_none_grants_mappings_and_creates_no_nft_table() {
     let mut lab = Lab::new();
-    lab.start_daemon(&DaemonConfig { backend: "none", ..DaemonConfig::default() });
+    lab.start_daemon(&DaemonConfig {
+        backend: "none",
+        ..DaemonConfig::default()
+    });
 
     let m = natpmpc_map(&lab.lan, GW_LAN, 42000, 8082, Proto::Tcp, 600);
     assert_eq!(m.private_port, 8082);
@@ -16,8 +19,17 @@ fn backend_none_grants_mappings_and_creates_no_nft_table() {
     assert_eq!(u.result, 0, "{u:?}");
 
     let maps = lab.mappings();
-    assert!(maps.iter().any(|e| e["dst-port"] == m.public_port), "{maps:?}");
+    assert!(
+        maps.iter().any(|e| e["dst-port"] == m.public_port),
+        "{maps:?}"
+    );
     let tables = lab.gw_tables();
-    assert!(tables.contains("table ip lab"), "the operator's table vanished:\n{tables}");
-    assert!(!tables.contains("natpmpd"), "backend none created a kernel table:\n{tables}");
+    assert!(
+        tables.contains("table ip lab"),
+        "the operator's table vanished:\n{tables}"
+    );
+    assert!(
+        !tables.contains("natpmpd"),
+        "backend none created a kernel table:\n{tables}"
+    );
 }

@@ -7,7 +7,8 @@ use std::process::Command;
 /// Writes `text` to a temporary file, runs `natpmpd --check-config` on it and removes it.
 /// Returns (exit status was success, stdout + stderr).
 fn check(name: &str, text: &str) -> (bool, String) {
-    let path: PathBuf = std::env::temp_dir().join(format!("npd-check-{}-{name}", std::process::id()));
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("npd-check-{}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_natpmpd"))
         .arg("--check-config")
@@ -53,11 +54,20 @@ fn check_config_accepts_a_good_file() {
 
 #[test]
 fn check_config_rejects_an_unknown_key_naming_key_and_line() {
-    let bad = GOOD.replace("max-lifetime = 86400\n", "max-lifetime = 86400\nbogus-key = 5\n");
+    let bad = GOOD.replace(
+        "max-lifetime = 86400\n",
+        "max-lifetime = 86400\nbogus-key = 5\n",
+    );
     let (ok, text) = check("unknown.toml", &bad);
     assert!(!ok, "an unknown key was accepted:\n{text}");
-    assert!(text.contains("bogus-key"), "message does not name the key:\n{text}");
-    assert!(names_line(&text, 7), "message does not name line 7:\n{text}");
+    assert!(
+        text.contains("bogus-key"),
+        "message does not name the key:\n{text}"
+    );
+    assert!(
+        names_line(&text, 7),
+        "message does not name line 7:\n{text}"
+    );
 }
 
 #[test]
@@ -65,8 +75,14 @@ fn check_config_rejects_a_wrong_type_naming_key_and_line() {
     let bad = GOOD.replace("max-lifetime = 86400", "max-lifetime = \"a day\"");
     let (ok, text) = check("type.toml", &bad);
     assert!(!ok, "a string lifetime was accepted:\n{text}");
-    assert!(text.contains("max-lifetime"), "message does not name the key:\n{text}");
-    assert!(names_line(&text, 6), "message does not name line 6:\n{text}");
+    assert!(
+        text.contains("max-lifetime"),
+        "message does not name the key:\n{text}"
+    );
+    assert!(
+        names_line(&text, 6),
+        "message does not name line 6:\n{text}"
+    );
 }
 
 #[test]
@@ -74,5 +90,8 @@ fn check_config_rejects_a_bad_interface_type_naming_the_line() {
     let bad = GOOD.replace("type = \"internal\"", "type = \"sideways\"");
     let (ok, text) = check("iftype.toml", &bad);
     assert!(!ok, "interface type `sideways` was accepted:\n{text}");
-    assert!(text.contains("type") && names_line(&text, 15), "message does not name key and line 15:\n{text}");
+    assert!(
+        text.contains("type") && names_line(&text, 15),
+        "message does not name key and line 15:\n{text}"
+    );
 }

@@ -26,28 +26,55 @@ fn second_host_asking_for_a_taken_port_gets_another_and_traffic_goes_to_the_righ
     let third = map_raw(&lab.lan, LAN_HOST_SECOND, GW_LAN, Proto::Tcp, 7003, p, 600);
     assert_eq!(third.result, 0, "{third:?}");
     let r = third.external;
-    assert!(r != p && r != q && r != 0, "192.168.88.11 got port {r} (others: {p}, {q})");
+    assert!(
+        r != p && r != q && r != 0,
+        "192.168.88.11 got port {r} (others: {p}, {q})"
+    );
     // Companion port: the UDP twin of p stays reserved for its TCP owner.
     let udp = map_raw(&lab.lan, LAN_HOST_SECOND, GW_LAN, Proto::Udp, 7004, p, 600);
-    assert!(udp.result != 0 || udp.external != p, "UDP {p} given to another client: {udp:?}");
+    assert!(
+        udp.result != 0 || udp.external != p,
+        "UDP {p} given to another client: {udp:?}"
+    );
 
     let servers = [
-        (tcp_listener(&lab.lan, SocketAddrV4::new(LAN_HOST, 7001)), "lan-10", p),
-        (tcp_listener(&lab.lan2, SocketAddrV4::new(LAN2_HOST, 7002)), "lan2", q),
-        (tcp_listener(&lab.lan, SocketAddrV4::new(LAN_HOST_SECOND, 7003)), "lan-11", r),
+        (
+            tcp_listener(&lab.lan, SocketAddrV4::new(LAN_HOST, 7001)),
+            "lan-10",
+            p,
+        ),
+        (
+            tcp_listener(&lab.lan2, SocketAddrV4::new(LAN2_HOST, 7002)),
+            "lan2",
+            q,
+        ),
+        (
+            tcp_listener(&lab.lan, SocketAddrV4::new(LAN_HOST_SECOND, 7003)),
+            "lan-11",
+            r,
+        ),
     ];
     for (listener, tag, port) in servers {
         let server = serve_tcp_once(listener, tag, Duration::from_secs(5));
         let reply = tcp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, port), "who")
             .unwrap_or_else(|e| panic!("TCP to external port {port} ({tag}) failed: {e}"));
-        assert_eq!(reply, format!("{tag}:who"), "external port {port} reached the wrong host");
+        assert_eq!(
+            reply,
+            format!("{tag}:who"),
+            "external port {port} reached the wrong host"
+        );
         assert!(server.join().unwrap().is_some());
     }
 
     let maps = lab.mappings();
-    for (client, port) in [("192.168.88.10", p), ("192.168.89.10", q), ("192.168.88.11", r)] {
+    for (client, port) in [
+        ("192.168.88.10", p),
+        ("192.168.89.10", q),
+        ("192.168.88.11", r),
+    ] {
         assert!(
-            maps.iter().any(|e| e["client"] == client && e["dst-port"] == port),
+            maps.iter()
+                .any(|e| e["client"] == client && e["dst-port"] == port),
             "natpmpctl lacks {client} -> {port}: {maps:?}"
         );
     }

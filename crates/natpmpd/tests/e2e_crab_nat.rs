@@ -48,7 +48,11 @@ fn crab_nat_falls_back_to_natpmp_and_tcp_traffic_passes() {
         m.mapping_type()
     );
     assert_eq!(m.internal_port().get(), 9090);
-    assert!(m.lifetime() > 0 && m.lifetime() <= 600, "lifetime {}", m.lifetime());
+    assert!(
+        m.lifetime() > 0 && m.lifetime() <= 600,
+        "lifetime {}",
+        m.lifetime()
+    );
     let ext = m.external_port().get();
 
     let listener = tcp_listener(&lab.lan, SocketAddrV4::new(LAN_HOST, 9090));
@@ -63,7 +67,10 @@ fn crab_nat_falls_back_to_natpmp_and_tcp_traffic_passes() {
         let mut m = m;
         m.renew().await.map_err(|e| format!("renew: {e}"))?;
         if m.external_port().get() != ext {
-            return Err(format!("renew moved the port {ext} -> {}", m.external_port()));
+            return Err(format!(
+                "renew moved the port {ext} -> {}",
+                m.external_port()
+            ));
         }
         m.try_drop().await.map_err(|(e, _)| format!("drop: {e}"))
     });
@@ -86,7 +93,9 @@ fn crab_nat_udp_mapping_passes_datagrams() {
     let ext = m.external_port().get();
     let lan_sock = udp_socket(&lab.lan, SocketAddrV4::new(LAN_HOST, 9091));
     let inet_sock = udp_socket(&lab.inet, SocketAddrV4::new(INET_HOST, 0));
-    inet_sock.send_to(b"crab-udp", SocketAddrV4::new(GW_EXT, ext)).unwrap();
+    inet_sock
+        .send_to(b"crab-udp", SocketAddrV4::new(GW_EXT, ext))
+        .unwrap();
     let (b, from) = recv(&lan_sock).expect("datagram did not reach the LAN host");
     assert_eq!(b, b"crab-udp");
     assert_eq!(from, inet_sock.local_addr().unwrap());

@@ -30,8 +30,18 @@ fn setup() -> Setup {
     let udp_srv = udp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 9000), "lan-udp");
     let tcp = natpmpc_map(&lab.lan, GW_LAN, 40080, 8080, Proto::Tcp, 3600).public_port;
     let udp = natpmpc_map(&lab.lan, GW_LAN, 40090, 9000, Proto::Udp, 3600).public_port;
-    assert!(tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, tcp), "lan-tcp", Duration::from_secs(2)));
-    Setup { lab, tcp, udp, _servers: (tcp_srv, udp_srv) }
+    assert!(tcp_probe(
+        &lab.inet,
+        SocketAddrV4::new(GW_EXT, tcp),
+        "lan-tcp",
+        Duration::from_secs(2)
+    ));
+    Setup {
+        lab,
+        tcp,
+        udp,
+        _servers: (tcp_srv, udp_srv),
+    }
 }
 
 /// Applies `damage` (nft arguments, run in gw), then measures how long until the TCP
@@ -54,7 +64,9 @@ fn damage_and_measure(s: &Setup, what: &str, damage: &[&str]) {
         let deadline = t0 + Duration::from_secs(8);
         loop {
             let out = nft_in(&gw, &["list", "map", "ip", "natpmpd", "inbound"]);
-            if out.success() && inbound_map_has(&out.stdout, "tcp", tcp_port, "192.168.88.10 . 8080") {
+            if out.success()
+                && inbound_map_has(&out.stdout, "tcp", tcp_port, "192.168.88.10 . 8080")
+            {
                 return Some(t0.elapsed());
             }
             if Instant::now() >= deadline {
@@ -75,30 +87,48 @@ fn damage_and_measure(s: &Setup, what: &str, damage: &[&str]) {
     };
     let element = element_back.join().unwrap();
     let element = element.unwrap_or_else(|| {
-        panic!("{what}: element not back in `nft list map` within 8 s:\n{}", nft_in(&lab.gw, &["list", "ruleset"]).stdout)
+        panic!(
+            "{what}: element not back in `nft list map` within 8 s:\n{}",
+            nft_in(&lab.gw, &["list", "ruleset"]).stdout
+        )
     });
-    let traffic = traffic.unwrap_or_else(|| panic!("{what}: TCP through {tcp_ext} did not pass again within 8 s"));
+    let traffic = traffic
+        .unwrap_or_else(|| panic!("{what}: TCP through {tcp_ext} did not pass again within 8 s"));
     eprintln!(
         "MEASURE {what}: element back after {:.0} ms, traffic after {:.0} ms",
         element.as_secs_f64() * 1e3,
         traffic.as_secs_f64() * 1e3
     );
     // The drift check runs every 2 s; allow the rebuild on top.
-    assert!(traffic < Duration::from_secs(4), "{what}: recovery took {traffic:?}");
+    assert!(
+        traffic < Duration::from_secs(4),
+        "{what}: recovery took {traffic:?}"
+    );
 
     // Every live mapping is back, UDP included, in both maps.
     let map = lab.inbound_map();
-    assert!(inbound_map_has(&map, "udp", s.udp, "192.168.88.10 . 9000"), "{what}:\n{map}");
-    let outbound = nft_in(&lab.gw, &["list", "map", "ip", "natpmpd", "outbound"]).ok().stdout;
     assert!(
-        outbound.contains("192.168.88.10 . udp . 9000") && outbound.contains("192.168.88.10 . tcp . 8080"),
+        inbound_map_has(&map, "udp", s.udp, "192.168.88.10 . 9000"),
+        "{what}:\n{map}"
+    );
+    let outbound = nft_in(&lab.gw, &["list", "map", "ip", "natpmpd", "outbound"])
+        .ok()
+        .stdout;
+    assert!(
+        outbound.contains("192.168.88.10 . udp . 9000")
+            && outbound.contains("192.168.88.10 . tcp . 8080"),
         "{what}: outbound map not restored:\n{outbound}"
     );
     let ok = (0..3).any(|i| {
         let msg = format!("u{i}");
-        udp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, s.udp), &msg).is_some_and(|(r, _)| r == format!("lan-udp:{msg}"))
+        udp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, s.udp), &msg)
+            .is_some_and(|(r, _)| r == format!("lan-udp:{msg}"))
     });
-    assert!(ok, "{what}: UDP through {} did not pass after the repair", s.udp);
+    assert!(
+        ok,
+        "{what}: UDP through {} did not pass after the repair",
+        s.udp
+    );
     assert_eq!(lab.mappings().len(), 2, "{what}: {:?}", lab.mappings());
 }
 
@@ -116,28 +146,51 @@ fn nft_flush_ruleset_is_repaired() {
     let s = setup();
     damage_and_measure(&s, "nft flush ruleset", &["flush", "ruleset"]);
     let log = s.lab.daemon_log();
-    assert!(log.contains("restoring it") && log.contains("natpmpd table rebuilt"), "log:\n{log}");
+    assert!(
+        log.contains("restoring it") && log.contains("natpmpd table rebuilt"),
+        "log:\n{log}"
+    );
     // natpmpd restores only its own table: the operator's is still gone until they reload it.
-    assert!(!s.lab.gw_tables().contains("table ip lab"), "{}", s.lab.gw_tables());
+    assert!(
+        !s.lab.gw_tables().contains("table ip lab"),
+        "{}",
+        s.lab.gw_tables()
+    );
     s.lab.reload_lab_rules();
     // The hairpin sets came back too (the external address is in wan_addr).
-    let t = nft_in(&s.lab.gw, &["list", "set", "ip", "natpmpd", "wan_addr"]).ok().stdout;
+    let t = nft_in(&s.lab.gw, &["list", "set", "ip", "natpmpd", "wan_addr"])
+        .ok()
+        .stdout;
     assert!(t.contains("203.0.113.1"), "wan_addr not restored:\n{t}");
 }
 
 #[test]
 fn deleted_table_is_repaired() {
     let s = setup();
-    damage_and_measure(&s, "nft delete table ip natpmpd", &["delete", "table", "ip", "natpmpd"]);
+    damage_and_measure(
+        &s,
+        "nft delete table ip natpmpd",
+        &["delete", "table", "ip", "natpmpd"],
+    );
     let log = s.lab.daemon_log();
-    assert!(log.contains("restoring it") && log.contains("natpmpd table rebuilt"), "log:\n{log}");
-    assert!(s.lab.gw_tables().contains("table ip lab"), "the operator's table was touched");
+    assert!(
+        log.contains("restoring it") && log.contains("natpmpd table rebuilt"),
+        "log:\n{log}"
+    );
+    assert!(
+        s.lab.gw_tables().contains("table ip lab"),
+        "the operator's table was touched"
+    );
 }
 
 #[test]
 fn flushed_inbound_map_is_repaired() {
     let s = setup();
-    damage_and_measure(&s, "nft flush map ip natpmpd inbound", &["flush", "map", "ip", "natpmpd", "inbound"]);
+    damage_and_measure(
+        &s,
+        "nft flush map ip natpmpd inbound",
+        &["flush", "map", "ip", "natpmpd", "inbound"],
+    );
     assert_repair_logged(&s.lab);
 }
 
@@ -145,12 +198,19 @@ fn flushed_inbound_map_is_repaired() {
 fn deleted_element_is_restored_and_unknown_element_removed() {
     let s = setup();
     let elem = format!("{{ tcp . {} }}", s.tcp);
-    damage_and_measure(&s, "nft delete element (one mapping)", &["delete", "element", "ip", "natpmpd", "inbound", &elem]);
+    damage_and_measure(
+        &s,
+        "nft delete element (one mapping)",
+        &["delete", "element", "ip", "natpmpd", "inbound", &elem],
+    );
     assert_repair_logged(&s.lab);
 
     // The real mappings were left alone.
     let map = s.lab.inbound_map();
-    assert!(inbound_map_has(&map, "tcp", s.tcp, "192.168.88.10 . 8080"), "{map}");
+    assert!(
+        inbound_map_has(&map, "tcp", s.tcp, "192.168.88.10 . 8080"),
+        "{map}"
+    );
 }
 
 /// A whole forward nobody asked for (inbound and outbound elements, as natpmpd itself writes
@@ -159,16 +219,51 @@ fn deleted_element_is_restored_and_unknown_element_removed() {
 fn unknown_whole_forward_is_removed() {
     let s = setup();
     let lab = &s.lab;
-    nft_in(&lab.gw, &["add", "element", "ip", "natpmpd", "inbound", "{ tcp . 45000 : 192.168.88.10 . 22 }"]).ok();
-    nft_in(&lab.gw, &["add", "element", "ip", "natpmpd", "outbound", "{ 192.168.88.10 . tcp . 22 : 203.0.113.1 . 45000 }"]).ok();
-    assert!(inbound_map_has(&lab.inbound_map(), "tcp", 45000, "192.168.88.10 . 22"));
+    nft_in(
+        &lab.gw,
+        &[
+            "add",
+            "element",
+            "ip",
+            "natpmpd",
+            "inbound",
+            "{ tcp . 45000 : 192.168.88.10 . 22 }",
+        ],
+    )
+    .ok();
+    nft_in(
+        &lab.gw,
+        &[
+            "add",
+            "element",
+            "ip",
+            "natpmpd",
+            "outbound",
+            "{ 192.168.88.10 . tcp . 22 : 203.0.113.1 . 45000 }",
+        ],
+    )
+    .ok();
+    assert!(inbound_map_has(
+        &lab.inbound_map(),
+        "tcp",
+        45000,
+        "192.168.88.10 . 22"
+    ));
     assert!(
-        Lab::eventually(Duration::from_secs(5), || !inbound_map_has(&lab.inbound_map(), "tcp", 45000, "192.168.88.10 . 22")),
+        Lab::eventually(Duration::from_secs(5), || !inbound_map_has(
+            &lab.inbound_map(),
+            "tcp",
+            45000,
+            "192.168.88.10 . 22"
+        )),
         "an unknown forward stayed in the inbound map:\n{}",
         lab.inbound_map()
     );
     let map = lab.inbound_map();
-    assert!(inbound_map_has(&map, "tcp", s.tcp, "192.168.88.10 . 8080"), "{map}");
+    assert!(
+        inbound_map_has(&map, "tcp", s.tcp, "192.168.88.10 . 8080"),
+        "{map}"
+    );
     assert_repair_logged(lab);
 }
 
@@ -179,23 +274,62 @@ fn unknown_whole_forward_is_removed() {
 fn stray_inbound_only_element_is_removed() {
     let s = setup();
     let lab = &s.lab;
-    nft_in(&lab.gw, &["add", "element", "ip", "natpmpd", "inbound", "{ tcp . 45000 : 192.168.88.10 . 22 }"]).ok();
-    assert!(inbound_map_has(&lab.inbound_map(), "tcp", 45000, "192.168.88.10 . 22"));
+    nft_in(
+        &lab.gw,
+        &[
+            "add",
+            "element",
+            "ip",
+            "natpmpd",
+            "inbound",
+            "{ tcp . 45000 : 192.168.88.10 . 22 }",
+        ],
+    )
+    .ok();
+    assert!(inbound_map_has(
+        &lab.inbound_map(),
+        "tcp",
+        45000,
+        "192.168.88.10 . 22"
+    ));
     // A client asks for exactly that port: it must get a working forward (either 45000, now
     // pointing at it, or another port), never a port whose kernel element points elsewhere.
     let _srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST_SECOND, 7070), "second");
-    let m = map_raw(&lab.lan, LAN_HOST_SECOND, GW_LAN, Proto::Tcp, 7070, 45000, 600);
+    let m = map_raw(
+        &lab.lan,
+        LAN_HOST_SECOND,
+        GW_LAN,
+        Proto::Tcp,
+        7070,
+        45000,
+        600,
+    );
     eprintln!("map request for 45000 with a stray element there: {m:?}");
     if m.result == 0 {
         assert!(
-            Lab::eventually(Duration::from_secs(5), || tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, m.external), "second", Duration::from_millis(300))),
-            "granted port {} does not reach 192.168.88.11:7070:\n{}", m.external, lab.inbound_map()
+            Lab::eventually(Duration::from_secs(5), || tcp_probe(
+                &lab.inet,
+                SocketAddrV4::new(GW_EXT, m.external),
+                "second",
+                Duration::from_millis(300)
+            )),
+            "granted port {} does not reach 192.168.88.11:7070:\n{}",
+            m.external,
+            lab.inbound_map()
         );
     }
     assert!(
-        Lab::eventually(Duration::from_secs(5), || !inbound_map_has(&lab.inbound_map(), "tcp", 45000, "192.168.88.10 . 22")),
+        Lab::eventually(Duration::from_secs(5), || !inbound_map_has(
+            &lab.inbound_map(),
+            "tcp",
+            45000,
+            "192.168.88.10 . 22"
+        )),
         "a stray inbound-only element stayed in natpmpd's inbound map (still forwarding):\n{}",
         lab.inbound_map()
     );
-    assert_eq!(m.result, 0, "map request refused because of the stray element: {m:?}");
+    assert_eq!(
+        m.result, 0,
+        "map request refused because of the stray element: {m:?}"
+    );
 }

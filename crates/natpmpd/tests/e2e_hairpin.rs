@@ -28,27 +28,60 @@ fn setup(extra: &str) -> Setup {
     let tcp = natpmpc_map(&lab.lan, GW_LAN, 40080, 8080, Proto::Tcp, 3600).public_port;
     let udp = natpmpc_map(&lab.lan, GW_LAN, 40090, 9000, Proto::Udp, 3600).public_port;
     // The mapping itself works from the internet either way.
-    assert!(tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, tcp), "lan-tcp", Duration::from_secs(2)));
-    Setup { lab, tcp, udp, tcp_srv, _udp_srv: udp_srv }
+    assert!(tcp_probe(
+        &lab.inet,
+        SocketAddrV4::new(GW_EXT, tcp),
+        "lan-tcp",
+        Duration::from_secs(2)
+    ));
+    Setup {
+        lab,
+        tcp,
+        udp,
+        tcp_srv,
+        _udp_srv: udp_srv,
+    }
 }
 
 /// From 192.168.88.11 (same LAN as the mapped host) to 203.0.113.1:P.
 fn from_same_lan(s: &Setup, msg: &str) -> Result<String, String> {
-    tcp_roundtrip_from(&s.lab.lan, LAN_HOST_SECOND, SocketAddrV4::new(GW_EXT, s.tcp), msg, Duration::from_secs(2))
-        .map_err(|e| e.to_string())
+    tcp_roundtrip_from(
+        &s.lab.lan,
+        LAN_HOST_SECOND,
+        SocketAddrV4::new(GW_EXT, s.tcp),
+        msg,
+        Duration::from_secs(2),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// From lan2 (192.168.89.10, another internal interface) to 203.0.113.1:P.
 fn from_lan2(s: &Setup, msg: &str) -> Result<String, String> {
-    tcp_roundtrip_from(&s.lab.lan2, LAN2_HOST, SocketAddrV4::new(GW_EXT, s.tcp), msg, Duration::from_secs(2))
-        .map_err(|e| e.to_string())
+    tcp_roundtrip_from(
+        &s.lab.lan2,
+        LAN2_HOST,
+        SocketAddrV4::new(GW_EXT, s.tcp),
+        msg,
+        Duration::from_secs(2),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn assert_hairpin_works(s: &Setup, what: &str) {
     let r = from_same_lan(s, "same-lan");
-    assert_eq!(r.as_deref(), Ok("lan-tcp:same-lan"), "{what}: hairpin from 192.168.88.11 to 203.0.113.1:{}", s.tcp);
+    assert_eq!(
+        r.as_deref(),
+        Ok("lan-tcp:same-lan"),
+        "{what}: hairpin from 192.168.88.11 to 203.0.113.1:{}",
+        s.tcp
+    );
     let r = from_lan2(s, "other-lan");
-    assert_eq!(r.as_deref(), Ok("lan-tcp:other-lan"), "{what}: hairpin from lan2 to 203.0.113.1:{}", s.tcp);
+    assert_eq!(
+        r.as_deref(),
+        Ok("lan-tcp:other-lan"),
+        "{what}: hairpin from lan2 to 203.0.113.1:{}",
+        s.tcp
+    );
     // UDP from lan2: the reply comes back from the external address and port.
     let to = SocketAddrV4::new(GW_EXT, s.udp);
     let r = udp_roundtrip(&s.lab.lan2, to, "udp-hairpin");
@@ -61,10 +94,20 @@ fn assert_hairpin_works(s: &Setup, what: &str) {
 fn assert_hairpin_blocked(s: &Setup, what: &str) {
     let before = s.tcp_srv.peers().len();
     let r = from_same_lan(s, "same-lan");
-    assert!(!matches!(r.as_deref(), Ok(l) if l.starts_with("lan-tcp:")), "{what}: hairpin from 192.168.88.11 passed: {r:?}");
+    assert!(
+        !matches!(r.as_deref(), Ok(l) if l.starts_with("lan-tcp:")),
+        "{what}: hairpin from 192.168.88.11 passed: {r:?}"
+    );
     let r = from_lan2(s, "other-lan");
-    assert!(!matches!(r.as_deref(), Ok(l) if l.starts_with("lan-tcp:")), "{what}: hairpin from lan2 passed: {r:?}");
-    assert_eq!(s.tcp_srv.peers().len(), before, "{what}: the mapped host got a hairpinned connection");
+    assert!(
+        !matches!(r.as_deref(), Ok(l) if l.starts_with("lan-tcp:")),
+        "{what}: hairpin from lan2 passed: {r:?}"
+    );
+    assert_eq!(
+        s.tcp_srv.peers().len(),
+        before,
+        "{what}: the mapped host got a hairpinned connection"
+    );
 }
 
 #[test]
@@ -86,7 +129,12 @@ fn hairpin_off_does_not_reach_the_mapped_host() {
     let s = setup(EXTRA_OFF);
     assert_hairpin_blocked(&s, "hairpin = false");
     // The mapping itself still works from the internet.
-    assert!(tcp_probe(&s.lab.inet, SocketAddrV4::new(GW_EXT, s.tcp), "lan-tcp", Duration::from_secs(2)));
+    assert!(tcp_probe(
+        &s.lab.inet,
+        SocketAddrV4::new(GW_EXT, s.tcp),
+        "lan-tcp",
+        Duration::from_secs(2)
+    ));
 }
 
 #[test]

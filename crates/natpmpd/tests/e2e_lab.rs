@@ -27,7 +27,10 @@ fn lab_topology_connects_neighbours_and_isolates_the_lan() {
         let reply = in_ns(&ns2, move || -> std::io::Result<()> {
             // The source address exists in that namespace.
             std::net::UdpSocket::bind(SocketAddrV4::new(src, 0))?;
-            TcpStream::connect_timeout(&SocketAddrV4::new(dst, 7000).into(), Duration::from_secs(2))?;
+            TcpStream::connect_timeout(
+                &SocketAddrV4::new(dst, 7000).into(),
+                Duration::from_secs(2),
+            )?;
             Ok(())
         });
         assert!(reply.is_ok(), "{ns} cannot reach {dst}: {reply:?}");
@@ -40,7 +43,11 @@ fn lab_topology_connects_neighbours_and_isolates_the_lan() {
     let reply = tcp_roundtrip(&lab.lan, SocketAddrV4::new(INET_HOST, 7001), "out").unwrap();
     assert_eq!(reply, "inet:out");
     let peer = server.join().unwrap().unwrap();
-    assert_eq!(peer.ip(), std::net::IpAddr::V4(GW_EXT), "masquerade should hide the LAN host");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(GW_EXT),
+        "masquerade should hide the LAN host"
+    );
 
     // inet has no route to the LAN: only forwards can reach it.
     let r = tcp_roundtrip(&lab.inet, SocketAddrV4::new(LAN_HOST, 7002), "in");
@@ -51,7 +58,12 @@ fn lab_topology_connects_neighbours_and_isolates_the_lan() {
 fn lab_removes_its_namespaces_even_after_a_panic() {
     let names = std::panic::catch_unwind(|| {
         let lab = Lab::new();
-        let names = [lab.gw.clone(), lab.lan.clone(), lab.lan2.clone(), lab.inet.clone()];
+        let names = [
+            lab.gw.clone(),
+            lab.lan.clone(),
+            lab.lan2.clone(),
+            lab.inet.clone(),
+        ];
         for n in &names {
             assert!(Path::new("/var/run/netns").join(n).exists(), "{n} missing");
         }
@@ -60,7 +72,10 @@ fn lab_removes_its_namespaces_even_after_a_panic() {
     .expect_err("the closure panics on purpose");
     let names = names.downcast::<Vec<String>>().expect("names");
     for n in names.iter() {
-        assert!(!Path::new("/var/run/netns").join(n).exists(), "{n} left behind");
+        assert!(
+            !Path::new("/var/run/netns").join(n).exists(),
+            "{n} left behind"
+        );
     }
 }
 

@@ -30,8 +30,18 @@ fn setup() -> Setup {
     let udp_srv = udp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 9000), "lan-udp");
     let tcp = natpmpc_map(&lab.lan, GW_LAN, 40080, 8080, Proto::Tcp, 3600).public_port;
     let udp = natpmpc_map(&lab.lan, GW_LAN, 40090, 9000, Proto::Udp, 3600).public_port;
-    assert!(tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, tcp), "lan-tcp", Duration::from_secs(2)));
-    Setup { lab, tcp, udp, _servers: (tcp_srv, udp_srv) }
+    assert!(tcp_probe(
+        &lab.inet,
+        SocketAddrV4::new(GW_EXT, tcp),
+        "lan-tcp",
+        Duration::from_secs(2)
+    ));
+    Setup {
+        lab,
+        tcp,
+        udp,
+        _servers: (tcp_srv, udp_srv),
+    }
 }
 
 fn wait_forwarding(s: &Setup, what: &str, t0: Instant) -> Duration {
@@ -54,20 +64,32 @@ fn wait_forwarding(s: &Setup, what: &str, t0: Instant) -> Duration {
 fn check_recovered(s: &Setup, what: &str) {
     let lab = &s.lab;
     assert!(lab.daemon_alive(), "natpmpd exited:\n{}", lab.daemon_log());
-    assert_eq!(lab.address_request().map(|r| (r.0, r.2)), Some((0, GW_EXT)), "{what}");
+    assert_eq!(
+        lab.address_request().map(|r| (r.0, r.2)),
+        Some((0, GW_EXT)),
+        "{what}"
+    );
     let maps = lab.mappings();
     for (proto, port) in [("tcp", s.tcp), ("udp", s.udp)] {
         assert!(
-            maps.iter().any(|e| e["dst-port"] == port && e["protocol"] == proto),
+            maps.iter()
+                .any(|e| e["dst-port"] == port && e["protocol"] == proto),
             "{what}: {proto} mapping on {port} lost: {maps:?}"
         );
     }
     let map = lab.inbound_map();
-    assert!(inbound_map_has(&map, "tcp", s.tcp, "192.168.88.10 . 8080"), "{what}:\n{map}");
-    assert!(inbound_map_has(&map, "udp", s.udp, "192.168.88.10 . 9000"), "{what}:\n{map}");
+    assert!(
+        inbound_map_has(&map, "tcp", s.tcp, "192.168.88.10 . 8080"),
+        "{what}:\n{map}"
+    );
+    assert!(
+        inbound_map_has(&map, "udp", s.udp, "192.168.88.10 . 9000"),
+        "{what}:\n{map}"
+    );
     let ok = (0..3).any(|i| {
         let msg = format!("u{i}");
-        udp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, s.udp), &msg).is_some_and(|(r, _)| r == format!("lan-udp:{msg}"))
+        udp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, s.udp), &msg)
+            .is_some_and(|(r, _)| r == format!("lan-udp:{msg}"))
     });
     assert!(ok, "{what}: UDP through {} did not pass", s.udp);
     let again = natpmpc_map(&lab.lan, GW_LAN, 0, 8080, Proto::Tcp, 3600);
@@ -76,7 +98,12 @@ fn check_recovered(s: &Setup, what: &str) {
     let fresh = natpmpc_map(&lab.lan, GW_LAN, 0, 8082, Proto::Tcp, 600);
     let _srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 8082), "fresh");
     assert!(
-        tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, fresh.public_port), "fresh", Duration::from_secs(2)),
+        tcp_probe(
+            &lab.inet,
+            SocketAddrV4::new(GW_EXT, fresh.public_port),
+            "fresh",
+            Duration::from_secs(2)
+        ),
         "{what}: a new mapping made after recovery does not forward"
     );
 }
@@ -89,11 +116,17 @@ fn external_link_down_and_up_recovers() {
     thread::sleep(Duration::from_millis(1500));
     assert!(lab.daemon_alive(), "natpmpd exited:\n{}", lab.daemon_log());
     // While the link is down the LAN side keeps getting answers.
-    assert!(lab.address_request().is_some(), "no answer while ether1 is down");
+    assert!(
+        lab.address_request().is_some(),
+        "no answer while ether1 is down"
+    );
     let t0 = Instant::now();
     ip_n(&lab.gw, &["link", "set", "ether1", "up"]);
     let took = wait_forwarding(&s, "link down/up", t0);
-    eprintln!("MEASURE link up -> forwarding: {:.0} ms", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "MEASURE link up -> forwarding: {:.0} ms",
+        took.as_secs_f64() * 1e3
+    );
     check_recovered(&s, "link down/up");
 }
 
@@ -103,22 +136,35 @@ fn external_veth_deleted_and_recreated_recovers() {
     let lab = &s.lab;
     ip_n(&lab.gw, &["link", "del", "ether1"]);
     assert!(
-        Lab::eventually(Duration::from_secs(3), || lab.address_request().is_some_and(|r| r.0 == 3)),
+        Lab::eventually(Duration::from_secs(3), || lab
+            .address_request()
+            .is_some_and(|r| r.0 == 3)),
         "with ether1 gone the address request should answer result 3: {:?}",
         lab.address_request()
     );
-    assert_eq!(lab.address_request().map(|r| r.2), Some(Ipv4Addr::UNSPECIFIED));
+    assert_eq!(
+        lab.address_request().map(|r| r.2),
+        Some(Ipv4Addr::UNSPECIFIED)
+    );
     thread::sleep(Duration::from_millis(500));
     assert!(lab.daemon_alive(), "natpmpd exited:\n{}", lab.daemon_log());
 
     // Same name, same address, a new interface index (a PPP link dialled again).
     let t0 = Instant::now();
-    ip_n(&lab.gw, &["link", "add", "ether1", "type", "veth", "peer", "name", "eth0", "netns", &lab.inet]);
+    ip_n(
+        &lab.gw,
+        &[
+            "link", "add", "ether1", "type", "veth", "peer", "name", "eth0", "netns", &lab.inet,
+        ],
+    );
     ip_n(&lab.gw, &["addr", "add", "203.0.113.1/24", "dev", "ether1"]);
     ip_n(&lab.gw, &["link", "set", "ether1", "up"]);
     ip_n(&lab.inet, &["addr", "add", "203.0.113.2/24", "dev", "eth0"]);
     ip_n(&lab.inet, &["link", "set", "eth0", "up"]);
     let took = wait_forwarding(&s, "veth recreated", t0);
-    eprintln!("MEASURE veth recreated -> forwarding: {:.0} ms", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "MEASURE veth recreated -> forwarding: {:.0} ms",
+        took.as_secs_f64() * 1e3
+    );
     check_recovered(&s, "veth recreated");
 }

@@ -26,17 +26,32 @@ fn natpmpc_tcp_mapping_forwards_traffic_and_delete_removes_it() {
     assert_eq!(m.protocol, "TCP");
     assert_eq!(m.private_port, 8080);
     assert!(m.public_port != 0, "external port 0 granted");
-    assert!(m.lifetime > 0 && m.lifetime <= 3600, "lifetime {} not in 1..=3600", m.lifetime);
+    assert!(
+        m.lifetime > 0 && m.lifetime <= 3600,
+        "lifetime {} not in 1..=3600",
+        m.lifetime
+    );
     let ext = m.public_port;
 
     // Real TCP from the internet host reaches the LAN host's listener and round-trips.
     let listener = tcp_listener(&lab.lan, SocketAddrV4::new(LAN_HOST, 8080));
     let server = serve_tcp_once(listener, "lan", Duration::from_secs(5));
-    let reply = tcp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, ext), "hello through nat-pmp")
-        .unwrap_or_else(|e| panic!("TCP to 203.0.113.1:{ext} failed: {e}"));
+    let reply = tcp_roundtrip(
+        &lab.inet,
+        SocketAddrV4::new(GW_EXT, ext),
+        "hello through nat-pmp",
+    )
+    .unwrap_or_else(|e| panic!("TCP to 203.0.113.1:{ext} failed: {e}"));
     assert_eq!(reply, "lan:hello through nat-pmp");
-    let peer = server.join().unwrap().expect("the LAN listener saw no connection");
-    assert_eq!(peer.ip(), IpAddr::V4(INET_HOST), "the LAN host should see the real peer");
+    let peer = server
+        .join()
+        .unwrap()
+        .expect("the LAN listener saw no connection");
+    assert_eq!(
+        peer.ip(),
+        IpAddr::V4(INET_HOST),
+        "the LAN host should see the real peer"
+    );
 
     // The operator view.
     let maps = lab.mappings();
@@ -54,7 +69,10 @@ fn natpmpc_tcp_mapping_forwards_traffic_and_delete_removes_it() {
     let left = entry["lifetime-left"].as_u64().expect("lifetime-left");
     assert!(left > 0 && left <= 3600, "{entry}");
     assert!(
-        entry["comment"].as_str().unwrap_or("").starts_with("nat-pmp 192.168.88.10"),
+        entry["comment"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("nat-pmp 192.168.88.10"),
         "{entry}"
     );
     let map = lab.inbound_map();
@@ -64,7 +82,11 @@ fn natpmpc_tcp_mapping_forwards_traffic_and_delete_removes_it() {
     );
 
     // Delete with natpmpc (lifetime 0).
-    let out = natpmpc(&lab.lan, GW_LAN, &["-a", &ext.to_string(), "8080", "tcp", "0"]);
+    let out = natpmpc(
+        &lab.lan,
+        GW_LAN,
+        &["-a", &ext.to_string(), "8080", "tcp", "0"],
+    );
     assert!(out.success(), "natpmpc delete failed: {out}");
 
     assert!(
@@ -87,8 +109,14 @@ fn natpmpc_tcp_mapping_forwards_traffic_and_delete_removes_it() {
     let listener = tcp_listener(&lab.lan, SocketAddrV4::new(LAN_HOST, 8080));
     let server = serve_tcp_once(listener, "lan", Duration::from_secs(3));
     let r = tcp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, ext), "after delete");
-    assert!(matches!(r.as_deref(), Err(_) | Ok("")), "connection still forwarded after delete: {r:?}");
-    assert!(server.join().unwrap().is_none(), "the LAN host got a connection after delete");
+    assert!(
+        matches!(r.as_deref(), Err(_) | Ok("")),
+        "connection still forwarded after delete: {r:?}"
+    );
+    assert!(
+        server.join().unwrap().is_none(),
+        "the LAN host got a connection after delete"
+    );
 }
 
 #[test]
@@ -98,7 +126,10 @@ fn natpmpc_udp_mapping_is_udp_only() {
     let m = natpmpc_map(&lab.lan, GW_LAN, 41000, 8081, Proto::Udp, 600);
     assert_eq!(m.protocol, "UDP");
     let map = lab.inbound_map();
-    assert!(inbound_has(&map, "udp", m.public_port, "192.168.88.10 . 8081"), "{map}");
+    assert!(
+        inbound_has(&map, "udp", m.public_port, "192.168.88.10 . 8081"),
+        "{map}"
+    );
     assert!(
         !inbound_has(&map, "tcp", m.public_port, "192.168.88.10 . 8081"),
         "a UDP request created a TCP forward:\n{map}"
@@ -107,6 +138,12 @@ fn natpmpc_udp_mapping_is_udp_only() {
     let listener = tcp_listener(&lab.lan, SocketAddrV4::new(LAN_HOST, 8081));
     let server = serve_tcp_once(listener, "lan", Duration::from_secs(3));
     let r = tcp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, m.public_port), "tcp?");
-    assert!(matches!(r.as_deref(), Err(_) | Ok("")), "TCP forwarded through a UDP mapping: {r:?}");
-    assert!(server.join().unwrap().is_none(), "TCP reached the LAN via a UDP mapping");
+    assert!(
+        matches!(r.as_deref(), Err(_) | Ok("")),
+        "TCP forwarded through a UDP mapping: {r:?}"
+    );
+    assert!(
+        server.join().unwrap().is_none(),
+        "TCP reached the LAN via a UDP mapping"
+    );
 }

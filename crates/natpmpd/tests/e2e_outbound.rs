@@ -16,11 +16,16 @@ fn udp_from_the_mapped_internal_port_leaves_from_the_mapped_external_port() {
     // keeps the source port when it can) could not pass this test by accident.
     let m = map_raw(&lab.lan, LAN_HOST, GW_LAN, Proto::Udp, 5555, 40123, 600);
     assert_eq!(m.result, 0, "{m:?}");
-    assert_ne!(m.external, 5555, "need external != internal to tell the mapping from masquerade");
+    assert_ne!(
+        m.external, 5555,
+        "need external != internal to tell the mapping from masquerade"
+    );
 
     let inet_sock = udp_socket(&lab.inet, SocketAddrV4::new(INET_HOST, 9999));
     let lan_sock = udp_socket(&lab.lan, SocketAddrV4::new(LAN_HOST, 5555));
-    lan_sock.send_to(b"outbound", SocketAddrV4::new(INET_HOST, 9999)).unwrap();
+    lan_sock
+        .send_to(b"outbound", SocketAddrV4::new(INET_HOST, 9999))
+        .unwrap();
     let (b, from) = recv(&inet_sock).expect("the outbound datagram did not arrive at inet");
     assert_eq!(b, b"outbound");
     assert_eq!(
@@ -31,7 +36,9 @@ fn udp_from_the_mapped_internal_port_leaves_from_the_mapped_external_port() {
 
     // An unmapped port is still masqueraded as usual (the operator's rule keeps working).
     let other = udp_socket(&lab.lan, SocketAddrV4::new(LAN_HOST, 5556));
-    other.send_to(b"plain", SocketAddrV4::new(INET_HOST, 9999)).unwrap();
+    other
+        .send_to(b"plain", SocketAddrV4::new(INET_HOST, 9999))
+        .unwrap();
     let (_, from) = recv(&inet_sock).expect("unmapped outbound datagram did not arrive");
     assert_eq!(from.ip(), std::net::IpAddr::V4(GW_EXT));
 }
@@ -49,7 +56,10 @@ fn tcp_from_the_mapped_internal_port_leaves_from_the_mapped_external_port() {
     let reply = in_ns(&lab.lan, || -> std::io::Result<String> {
         use std::io::{Read, Write};
         // Connect from the mapped internal port.
-        let mut s = socket_from(SocketAddrV4::new(LAN_HOST, 5600), SocketAddrV4::new(INET_HOST, 8000))?;
+        let mut s = socket_from(
+            SocketAddrV4::new(LAN_HOST, 5600),
+            SocketAddrV4::new(INET_HOST, 8000),
+        )?;
         s.write_all(b"x\n")?;
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf)?;
@@ -68,7 +78,9 @@ fn socket_from(local: SocketAddrV4, to: SocketAddrV4) -> std::io::Result<std::ne
         libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
             sin_zero: [0; 8],
         }
     }

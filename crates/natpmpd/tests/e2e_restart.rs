@@ -25,7 +25,12 @@ use lab::*;
 fn time_to_forwarding(lab: &Lab, t0: Instant, ext: u16, tag: &str) -> Duration {
     let deadline = t0 + Duration::from_secs(10);
     loop {
-        if tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, ext), tag, Duration::from_millis(300)) {
+        if tcp_probe(
+            &lab.inet,
+            SocketAddrV4::new(GW_EXT, ext),
+            tag,
+            Duration::from_millis(300),
+        ) {
             return t0.elapsed();
         }
         assert!(
@@ -36,8 +41,13 @@ fn time_to_forwarding(lab: &Lab, t0: Instant, ext: u16, tag: &str) -> Duration {
     }
 }
 
-fn mapping<'a>(maps: &'a [serde_json::Value], proto: &str, ext: u16) -> Option<&'a serde_json::Value> {
-    maps.iter().find(|e| e["dst-port"] == ext && e["protocol"] == proto)
+fn mapping<'a>(
+    maps: &'a [serde_json::Value],
+    proto: &str,
+    ext: u16,
+) -> Option<&'a serde_json::Value> {
+    maps.iter()
+        .find(|e| e["dst-port"] == ext && e["protocol"] == proto)
 }
 
 fn lease_file_mappings(lab: &Lab) -> Option<Vec<serde_json::Value>> {
@@ -97,7 +107,12 @@ fn element_timeouts(map: &str, proto: &str, ext: u16) -> Option<(Duration, Durat
         .map(str::trim)
         .find(|e| e.starts_with(&format!("{proto} . {ext} ")))?;
     let w: Vec<&str> = e.split_whitespace().collect();
-    let after = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1)).and_then(|d| nft_duration(d));
+    let after = |k: &str| {
+        w.iter()
+            .position(|x| *x == k)
+            .and_then(|i| w.get(i + 1))
+            .and_then(|d| nft_duration(d))
+    };
     Some((after("timeout")?, after("expires")?))
 }
 
@@ -105,7 +120,10 @@ fn element_timeouts(map: &str, proto: &str, ext: u16) -> Option<(Duration, Durat
 fn nft_duration_parses() {
     assert_eq!(nft_duration("9m58s"), Some(Duration::from_secs(598)));
     assert_eq!(nft_duration("1h"), Some(Duration::from_secs(3600)));
-    assert_eq!(nft_duration("1d2h3m4s500ms"), Some(Duration::from_millis(93_784_500)));
+    assert_eq!(
+        nft_duration("1d2h3m4s500ms"),
+        Some(Duration::from_millis(93_784_500))
+    );
     assert_eq!(nft_duration("x"), None);
 }
 
@@ -119,18 +137,36 @@ fn sigterm_then_start_restores_ports_lifetimes_epoch_and_traffic() {
     let tcp = natpmpc_map(&lab.lan, GW_LAN, 40080, 8080, Proto::Tcp, 3600);
     let udp = natpmpc_map(&lab.lan, GW_LAN, 40090, 9000, Proto::Udp, 3600);
     let short = natpmpc_map(&lab.lan, GW_LAN, 40091, 9001, Proto::Udp, 3);
-    assert!(tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, tcp.public_port), "lan-tcp", Duration::from_secs(2)),
-        "TCP through {} did not pass before the restart", tcp.public_port);
-    assert!(udp_passes(&lab, udp.public_port, "lan-udp"), "UDP through {} did not pass before the restart", udp.public_port);
+    assert!(
+        tcp_probe(
+            &lab.inet,
+            SocketAddrV4::new(GW_EXT, tcp.public_port),
+            "lan-tcp",
+            Duration::from_secs(2)
+        ),
+        "TCP through {} did not pass before the restart",
+        tcp.public_port
+    );
+    assert!(
+        udp_passes(&lab, udp.public_port, "lan-udp"),
+        "UDP through {} did not pass before the restart",
+        udp.public_port
+    );
 
     // Let the epoch grow so "continues" and "restarted at 0" can be told apart.
     thread::sleep(Duration::from_millis(2500));
     let (res, epoch_before, addr) = lab.address_request().expect("address request before stop");
     assert_eq!((res, addr), (0, GW_EXT));
     let stopped_at = Instant::now();
-    let st = lab.stop_daemon(Duration::from_secs(5)).expect("natpmpd did not exit within 5 s of SIGTERM");
+    let st = lab
+        .stop_daemon(Duration::from_secs(5))
+        .expect("natpmpd did not exit within 5 s of SIGTERM");
     assert!(st.success(), "natpmpd exited with {st} on SIGTERM");
-    assert!(!table_present(&lab), "table ip natpmpd left behind after SIGTERM:\n{}", lab.gw_tables());
+    assert!(
+        !table_present(&lab),
+        "table ip natpmpd left behind after SIGTERM:\n{}",
+        lab.gw_tables()
+    );
     let saved = lease_file_mappings(&lab).expect("no readable lease file after SIGTERM");
     assert!(
         saved.iter().any(|m| m["external_port"] == tcp.public_port)
@@ -143,26 +179,54 @@ fn sigterm_then_start_restores_ports_lifetimes_epoch_and_traffic() {
     let down = stopped_at.elapsed();
     let t0 = lab.respawn_daemon();
     let took = time_to_forwarding(&lab, t0, tcp.public_port, "lan-tcp");
-    eprintln!("MEASURE restart-to-forwarding (SIGTERM, table removed): {:.1} ms", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "MEASURE restart-to-forwarding (SIGTERM, table removed): {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
     lab.wait_ready();
 
     // Same ports, in the engine, natpmpctl and the kernel; the expired one is gone.
     let maps = lab.mappings();
-    let t = mapping(&maps, "tcp", tcp.public_port).unwrap_or_else(|| panic!("tcp mapping not restored: {maps:?}"));
+    let t = mapping(&maps, "tcp", tcp.public_port)
+        .unwrap_or_else(|| panic!("tcp mapping not restored: {maps:?}"));
     assert_eq!(t["to-addresses"], "192.168.88.10", "{t}");
     assert_eq!(t["to-ports"], 8080, "{t}");
     let left = t["lifetime-left"].as_u64().unwrap();
-    assert!(left <= 3600 - down.as_secs() && left >= 3600 - down.as_secs() - 15, "lifetime-left {left} after {down:?} down");
-    assert!(mapping(&maps, "udp", udp.public_port).is_some(), "udp mapping not restored: {maps:?}");
-    assert!(mapping(&maps, "udp", short.public_port).is_none(), "the 3 s mapping came back: {maps:?}");
+    assert!(
+        left <= 3600 - down.as_secs() && left >= 3600 - down.as_secs() - 15,
+        "lifetime-left {left} after {down:?} down"
+    );
+    assert!(
+        mapping(&maps, "udp", udp.public_port).is_some(),
+        "udp mapping not restored: {maps:?}"
+    );
+    assert!(
+        mapping(&maps, "udp", short.public_port).is_none(),
+        "the 3 s mapping came back: {maps:?}"
+    );
     let map = lab.inbound_map();
-    assert!(inbound_map_has(&map, "tcp", tcp.public_port, "192.168.88.10 . 8080"), "{map}");
-    assert!(inbound_map_has(&map, "udp", udp.public_port, "192.168.88.10 . 9000"), "{map}");
-    assert!(!inbound_map_has(&map, "udp", short.public_port, "192.168.88.10 . 9001"), "{map}");
-    assert!(lab.daemon_log().contains("1 expired while stopped"), "log:\n{}", lab.daemon_log());
+    assert!(
+        inbound_map_has(&map, "tcp", tcp.public_port, "192.168.88.10 . 8080"),
+        "{map}"
+    );
+    assert!(
+        inbound_map_has(&map, "udp", udp.public_port, "192.168.88.10 . 9000"),
+        "{map}"
+    );
+    assert!(
+        !inbound_map_has(&map, "udp", short.public_port, "192.168.88.10 . 9001"),
+        "{map}"
+    );
+    assert!(
+        lab.daemon_log().contains("1 expired while stopped"),
+        "log:\n{}",
+        lab.daemon_log()
+    );
 
     // Epoch continues: saved value + downtime (RFC 6886 §3.6 lets clients see no reset).
-    let (res, epoch_after, addr) = lab.address_request().expect("address request after restart");
+    let (res, epoch_after, addr) = lab
+        .address_request()
+        .expect("address request after restart");
     assert_eq!((res, addr), (0, GW_EXT));
     let expect_min = epoch_before + down.as_secs() as u32;
     assert!(
@@ -171,9 +235,16 @@ fn sigterm_then_start_restores_ports_lifetimes_epoch_and_traffic() {
     );
 
     // Traffic both ways after the restart; renewals keep the same port.
-    assert!(udp_passes(&lab, udp.public_port, "lan-udp"), "UDP through {} did not pass after restart", udp.public_port);
+    assert!(
+        udp_passes(&lab, udp.public_port, "lan-udp"),
+        "UDP through {} did not pass after restart",
+        udp.public_port
+    );
     let renewed = natpmpc_map(&lab.lan, GW_LAN, 0, 8080, Proto::Tcp, 3600);
-    assert_eq!(renewed.public_port, tcp.public_port, "renewal after restart moved the port");
+    assert_eq!(
+        renewed.public_port, tcp.public_port,
+        "renewal after restart moved the port"
+    );
 }
 
 #[test]
@@ -184,7 +255,12 @@ fn kill_9_then_start_restores_from_the_lease_file() {
     let _udp_srv = udp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 9000), "lan-udp");
     let tcp = natpmpc_map(&lab.lan, GW_LAN, 40180, 8080, Proto::Tcp, 3600);
     let udp = natpmpc_map(&lab.lan, GW_LAN, 40190, 9000, Proto::Udp, 3600);
-    assert!(tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, tcp.public_port), "lan-tcp", Duration::from_secs(2)));
+    assert!(tcp_probe(
+        &lab.inet,
+        SocketAddrV4::new(GW_EXT, tcp.public_port),
+        "lan-tcp",
+        Duration::from_secs(2)
+    ));
     assert!(udp_passes(&lab, udp.public_port, "lan-udp"));
 
     // The file follows within ~1 s of the change.
@@ -195,24 +271,36 @@ fn kill_9_then_start_restores_from_the_lease_file() {
         "the lease file did not hold both mappings within 3 s: {:?}",
         std::fs::read_to_string(lab.lease_path())
     );
-    eprintln!("MEASURE lease file written within {:.0} ms of the last mapping (poll 100 ms)", written.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "MEASURE lease file written within {:.0} ms of the last mapping (poll 100 ms)",
+        written.elapsed().as_secs_f64() * 1e3
+    );
     let (_, epoch_before, _) = lab.address_request().unwrap();
     let killed_at = Instant::now();
     lab.kill_daemon_hard().expect("kill -9");
     // A crash leaves the kernel table; a reboot or firewall reload would lose it. Remove it so
     // the restart has to rebuild everything from the lease file alone.
-    assert!(table_present(&lab), "after kill -9 the table should still be there");
+    assert!(
+        table_present(&lab),
+        "after kill -9 the table should still be there"
+    );
     nft_in(&lab.gw, &["delete", "table", "ip", "natpmpd"]).ok();
     thread::sleep(Duration::from_millis(1000));
 
     let t0 = lab.respawn_daemon();
     let took = time_to_forwarding(&lab, t0, tcp.public_port, "lan-tcp");
-    eprintln!("MEASURE restart-to-forwarding (kill -9, table lost): {:.1} ms", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "MEASURE restart-to-forwarding (kill -9, table lost): {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
     lab.wait_ready();
     let maps = lab.mappings();
     assert!(mapping(&maps, "tcp", tcp.public_port).is_some(), "{maps:?}");
     assert!(mapping(&maps, "udp", udp.public_port).is_some(), "{maps:?}");
-    assert!(udp_passes(&lab, udp.public_port, "lan-udp"), "UDP did not pass after kill -9 + start");
+    assert!(
+        udp_passes(&lab, udp.public_port, "lan-udp"),
+        "UDP did not pass after kill -9 + start"
+    );
     let (_, epoch_after, _) = lab.address_request().unwrap();
     let down = killed_at.elapsed().as_secs() as u32;
     assert!(
@@ -227,16 +315,30 @@ fn kill_9_then_start_on_top_of_the_surviving_table() {
     lab.start_default();
     let _tcp_srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 8080), "lan-tcp");
     let tcp = natpmpc_map(&lab.lan, GW_LAN, 40280, 8080, Proto::Tcp, 3600);
-    assert!(Lab::eventually(Duration::from_secs(3), || lease_file_mappings(&lab).is_some_and(|m| m.len() == 1)));
+    assert!(Lab::eventually(Duration::from_secs(3), || {
+        lease_file_mappings(&lab).is_some_and(|m| m.len() == 1)
+    }));
     lab.kill_daemon_hard().expect("kill -9");
     let t0 = lab.respawn_daemon();
     let took = time_to_forwarding(&lab, t0, tcp.public_port, "lan-tcp");
-    eprintln!("MEASURE restart-to-forwarding (kill -9, table survived): {:.1} ms", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "MEASURE restart-to-forwarding (kill -9, table survived): {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
     lab.wait_ready();
     // Once the new daemon has loaded its table, the forward is still there (exactly once).
     let map = lab.inbound_map();
-    assert_eq!(map.matches(&format!("tcp . {} ", tcp.public_port)).count(), 1, "{map}");
-    assert!(tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, tcp.public_port), "lan-tcp", Duration::from_secs(2)));
+    assert_eq!(
+        map.matches(&format!("tcp . {} ", tcp.public_port)).count(),
+        1,
+        "{map}"
+    );
+    assert!(tcp_probe(
+        &lab.inet,
+        SocketAddrV4::new(GW_EXT, tcp.public_port),
+        "lan-tcp",
+        Duration::from_secs(2)
+    ));
 }
 
 #[test]
@@ -253,25 +355,50 @@ fn corrupt_or_truncated_lease_file_gives_a_clean_start() {
         ("garbage", b"\xff\x00 not json at all".to_vec()),
     ] {
         std::fs::write(lab.lease_path(), &bytes).unwrap();
-        let before = lab.daemon_log().matches("not a valid natpmpd lease file").count();
+        let before = lab
+            .daemon_log()
+            .matches("not a valid natpmpd lease file")
+            .count();
         lab.respawn_daemon();
         lab.wait_ready();
         assert!(
-            lab.wait_log_count("not a valid natpmpd lease file", before + 1, Duration::from_secs(3)),
+            lab.wait_log_count(
+                "not a valid natpmpd lease file",
+                before + 1,
+                Duration::from_secs(3)
+            ),
             "{what}: no 'not a valid natpmpd lease file' log line:\n{}",
             lab.daemon_log()
         );
         lab.assert_daemon_running();
-        assert!(lab.mappings().is_empty(), "{what}: mappings from a corrupt file: {:?}", lab.mappings());
+        assert!(
+            lab.mappings().is_empty(),
+            "{what}: mappings from a corrupt file: {:?}",
+            lab.mappings()
+        );
         let map = lab.inbound_map();
-        assert!(!map.contains(&format!("tcp . {} ", tcp.public_port)), "{what}: {map}");
+        assert!(
+            !map.contains(&format!("tcp . {} ", tcp.public_port)),
+            "{what}: {map}"
+        );
         let (res, epoch, addr) = lab.address_request().unwrap();
         assert_eq!((res, addr), (0, GW_EXT), "{what}");
-        assert!(epoch <= 3, "{what}: epoch {epoch} should restart at 0 when state was lost");
+        assert!(
+            epoch <= 3,
+            "{what}: epoch {epoch} should restart at 0 when state was lost"
+        );
         // And it works normally.
         let m = natpmpc_map(&lab.lan, GW_LAN, 0, 8081, Proto::Tcp, 600);
         let srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 8081), "fresh");
-        assert!(tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, m.public_port), "fresh", Duration::from_secs(2)), "{what}");
+        assert!(
+            tcp_probe(
+                &lab.inet,
+                SocketAddrV4::new(GW_EXT, m.public_port),
+                "fresh",
+                Duration::from_secs(2)
+            ),
+            "{what}"
+        );
         drop(srv);
         lab.stop_daemon(Duration::from_secs(5)).expect("stop");
     }
@@ -283,11 +410,20 @@ fn keep_forwards_on_exit_keeps_table_and_elements_while_stopped() {
     lab.start_daemon_with(&DaemonConfig::default(), "keep-forwards-on-exit = true\n");
     let _tcp_srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 8080), "lan-tcp");
     let tcp = natpmpc_map(&lab.lan, GW_LAN, 40480, 8080, Proto::Tcp, 600);
-    let st = lab.stop_daemon(Duration::from_secs(5)).expect("natpmpd did not exit on SIGTERM");
+    let st = lab
+        .stop_daemon(Duration::from_secs(5))
+        .expect("natpmpd did not exit on SIGTERM");
     assert!(st.success(), "{st}");
-    assert!(table_present(&lab), "keep-forwards-on-exit: the table was removed:\n{}", lab.gw_tables());
+    assert!(
+        table_present(&lab),
+        "keep-forwards-on-exit: the table was removed:\n{}",
+        lab.gw_tables()
+    );
     let map = lab.inbound_map();
-    assert!(inbound_map_has(&map, "tcp", tcp.public_port, "192.168.88.10 . 8080"), "{map}");
+    assert!(
+        inbound_map_has(&map, "tcp", tcp.public_port, "192.168.88.10 . 8080"),
+        "{map}"
+    );
     let (timeout, expires) = element_timeouts(&map, "tcp", tcp.public_port)
         .unwrap_or_else(|| panic!("no timeout/expires on the kept element:\n{map}"));
     // Remaining lifetime (~600 s) + 2 s.
@@ -299,17 +435,34 @@ fn keep_forwards_on_exit_keeps_table_and_elements_while_stopped() {
     );
     // Traffic still passes while no daemon runs.
     assert!(
-        tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, tcp.public_port), "lan-tcp", Duration::from_secs(2)),
+        tcp_probe(
+            &lab.inet,
+            SocketAddrV4::new(GW_EXT, tcp.public_port),
+            "lan-tcp",
+            Duration::from_secs(2)
+        ),
         "the kept forward does not pass traffic while natpmpd is stopped"
     );
     thread::sleep(Duration::from_millis(500));
     let t0 = lab.respawn_daemon();
     let took = time_to_forwarding(&lab, t0, tcp.public_port, "lan-tcp");
-    eprintln!("MEASURE restart-to-forwarding (keep-forwards-on-exit): {:.1} ms", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "MEASURE restart-to-forwarding (keep-forwards-on-exit): {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
     lab.wait_ready();
     let maps = lab.mappings();
     assert!(mapping(&maps, "tcp", tcp.public_port).is_some(), "{maps:?}");
     let map = lab.inbound_map();
-    assert_eq!(map.matches(&format!("tcp . {} ", tcp.public_port)).count(), 1, "{map}");
-    assert!(tcp_probe(&lab.inet, SocketAddrV4::new(GW_EXT, tcp.public_port), "lan-tcp", Duration::from_secs(2)));
+    assert_eq!(
+        map.matches(&format!("tcp . {} ", tcp.public_port)).count(),
+        1,
+        "{map}"
+    );
+    assert!(tcp_probe(
+        &lab.inet,
+        SocketAddrV4::new(GW_EXT, tcp.public_port),
+        "lan-tcp",
+        Duration::from_secs(2)
+    ));
 }

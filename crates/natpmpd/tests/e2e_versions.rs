@@ -22,7 +22,11 @@ fn pcp_map() -> Vec<u8> {
 
 fn assert_unsupported_version(what: &str, reply: Option<(Vec<u8>, std::net::SocketAddr)>) {
     let (b, from) = reply.unwrap_or_else(|| panic!("{what}: no reply"));
-    assert_eq!(from, SocketAddrV4::new(GW_LAN, NATPMP_PORT).into(), "{what}: reply source");
+    assert_eq!(
+        from,
+        SocketAddrV4::new(GW_LAN, NATPMP_PORT).into(),
+        "{what}: reply source"
+    );
     assert_eq!(b.len(), 8, "{what}: reply must be 8 bytes, got {b:02x?}");
     assert_eq!(&b[..4], &[0x00, 0x80, 0x00, 0x01], "{what}: reply {b:02x?}");
 }
@@ -37,7 +41,10 @@ fn pcp_and_version_1_requests_get_the_unsupported_version_reply() {
     let mut announce = vec![0u8; 24];
     announce[0] = 2;
     announce[8..24].copy_from_slice(&LAN_HOST.to_ipv6_mapped().octets());
-    assert_unsupported_version("PCP ANNOUNCE", udp_exchange(&lab.lan, LAN_HOST, to, &announce));
+    assert_unsupported_version(
+        "PCP ANNOUNCE",
+        udp_exchange(&lab.lan, LAN_HOST, to, &announce),
+    );
     let v1 = [1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     assert_unsupported_version("version 1", udp_exchange(&lab.lan, LAN_HOST, to, &v1));
 
@@ -53,8 +60,14 @@ fn packets_too_short_or_marked_as_responses_get_no_reply() {
     for (what, payload) in [
         ("1 byte 00", vec![0u8]),
         ("1 byte 02", vec![2u8]),
-        ("short tcp map", vec![0u8, 2, 0, 0, 0x1f, 0x90, 0x1f, 0x90, 0, 0]),
-        ("response opcode 0x80", vec![0u8, 0x80, 0, 0, 0, 0, 0, 1, 203, 0, 113, 9]),
+        (
+            "short tcp map",
+            vec![0u8, 2, 0, 0, 0x1f, 0x90, 0x1f, 0x90, 0, 0],
+        ),
+        (
+            "response opcode 0x80",
+            vec![0u8, 0x80, 0, 0, 0, 0, 0, 1, 203, 0, 113, 9],
+        ),
     ] {
         let r = udp_exchange(&lab.lan, LAN_HOST, to, &payload);
         assert!(r.is_none(), "{what}: unexpected reply {r:?}");

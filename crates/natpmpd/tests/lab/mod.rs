@@ -58,9 +58,14 @@ static CLEAN_STALE: Once = Once::new();
 /// have a short PATH).
 pub fn tool(name: &str) -> PathBuf {
     let path = std::env::var("PATH").unwrap_or_default();
-    let dirs = path
-        .split(':')
-        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]);
+    let dirs = path.split(':').chain([
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ]);
     for dir in dirs {
         if dir.is_empty() {
             continue;
@@ -146,7 +151,9 @@ fn cmdline(cmd: &Command) -> String {
 /// Runs a command with a deadline; on timeout the command is killed and `timed_out` is set.
 pub fn run_timeout(mut cmd: Command, timeout: Duration) -> CmdOutput {
     let line = cmdline(&cmd);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{line}`: {e}"));
@@ -249,7 +256,10 @@ where
             let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
         })
         .expect("spawn namespace thread");
-    NsTask { what: format!("code in namespace {ns}"), rx }
+    NsTask {
+        what: format!("code in namespace {ns}"),
+        rx,
+    }
 }
 
 /// Runs `f` inside namespace `ns` and returns its result (bounded by [`NS_TIMEOUT`]).
@@ -302,7 +312,14 @@ pub fn recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buf = [0u8; 2048];
     match sock.recv_from(&mut buf) {
         Ok((n, from)) => Some((buf[..n].to_vec(), from)),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
         // ICMP errors from earlier sends surface here on Linux; treat them as "nothing".
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => None,
         Err(e) => panic!("recv_from: {e}"),
@@ -344,7 +361,9 @@ pub fn serve_tcp_once(
             }
         };
         stream.set_nonblocking(false).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let line = read_line(&mut stream).unwrap_or_default();
         let _ = stream.write_all(format!("{tag}:{line}\n").as_bytes());
         Some(peer)
@@ -448,7 +467,8 @@ pub fn map_raw(
     let req = map_request(proto, internal, suggested, lifetime);
     let to = SocketAddrV4::new(gw, NATPMP_PORT);
     let sock = udp_socket(ns, SocketAddrV4::new(src, 0));
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     for _ in 0..4 {
         sock.send_to(&req, to).expect("send map request");
         if let Some((b, from)) = recv(&sock) {
@@ -458,7 +478,10 @@ pub fn map_raw(
             return r;
         }
     }
-    panic!("no reply from {to} to a {} map request from {src} in {ns}", proto.name());
+    panic!(
+        "no reply from {to} to a {} map request from {src} in {ns}",
+        proto.name()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,7 +527,10 @@ pub fn natpmpc(ns: &str, gw: Ipv4Addr, args: &[&str]) -> CmdOutput {
     let gw = gw.to_string();
     let mut all = vec!["-g", gw.as_str()];
     all.extend_from_slice(args);
-    run_timeout(ns_command(ns, tool("natpmpc"), &all), Duration::from_secs(10))
+    run_timeout(
+        ns_command(ns, tool("natpmpc"), &all),
+        Duration::from_secs(10),
+    )
 }
 
 /// `natpmpc -a PUBLIC PRIVATE PROTO LIFETIME`, requiring a mapping in the output.
@@ -519,7 +545,13 @@ pub fn natpmpc_map(
     let out = natpmpc(
         ns,
         gw,
-        &["-a", &public.to_string(), &private.to_string(), proto.name(), &lifetime.to_string()],
+        &[
+            "-a",
+            &public.to_string(),
+            &private.to_string(),
+            proto.name(),
+            &lifetime.to_string(),
+        ],
     );
     match parse_natpmpc(&out.stdout) {
         Some(m) if out.success() => m,
@@ -578,10 +610,14 @@ pub struct Lab {
 /// Removes namespaces left by earlier test processes that were killed before their `Drop`
 /// ran. Only names of the form `npd-<pid>-...` whose pid is no longer alive are touched.
 fn remove_stale_namespaces() {
-    let Ok(entries) = fs::read_dir("/var/run/netns") else { return };
+    let Ok(entries) = fs::read_dir("/var/run/netns") else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("npd-") else { continue };
+        let Some(rest) = name.strip_prefix("npd-") else {
+            continue;
+        };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
@@ -630,7 +666,12 @@ impl Lab {
         // veth pairs are created inside gw with the peer placed straight into the other
         // namespace, so no interface ever exists in the host namespace.
         for (gw_if, peer_ns) in [("ether1", inet), ("ether2", lan), ("ether3", lan2)] {
-            ip_n(gw, &["link", "add", gw_if, "type", "veth", "peer", "name", "eth0", "netns", peer_ns]);
+            ip_n(
+                gw,
+                &[
+                    "link", "add", gw_if, "type", "veth", "peer", "name", "eth0", "netns", peer_ns,
+                ],
+            );
             ip_n(gw, &["link", "set", gw_if, "up"]);
             ip_n(peer_ns, &["link", "set", "eth0", "up"]);
         }
@@ -650,7 +691,11 @@ impl Lab {
 
         // The operator's part: forwarding and a masquerade rule in their own table.
         // (/proc/sys/net follows the network namespace of the writing process.)
-        let cmd = ns_command(gw, "/bin/sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+        let cmd = ns_command(
+            gw,
+            "/bin/sh",
+            &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+        );
         run_timeout(cmd, CMD_TIMEOUT).ok();
         let rules = self.dir.join("lab.nft");
         fs::write(
@@ -730,7 +775,8 @@ impl Lab {
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         let sock = udp_socket(&self.lan, SocketAddrV4::new(LAN_HOST, 0));
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         loop {
             self.assert_daemon_running();
             let _ = sock.send_to(&[0, 0], SocketAddrV4::new(GW_LAN, NATPMP_PORT));
@@ -805,7 +851,9 @@ impl Lab {
 
     /// `nft list map ip natpmpd inbound` in gw (stdout; panics if the command fails).
     pub fn inbound_map(&self) -> String {
-        nft_in(&self.gw, &["list", "map", "ip", "natpmpd", "inbound"]).ok().stdout
+        nft_in(&self.gw, &["list", "map", "ip", "natpmpd", "inbound"])
+            .ok()
+            .stdout
     }
 
     /// `nft list tables` in gw.
@@ -846,7 +894,10 @@ impl Drop for Lab {
             eprintln!("{}", self.daemon_log());
             if self.namespaces.contains(&self.gw) {
                 let rs = nft_in(&self.gw, &["list", "ruleset"]);
-                eprintln!("===== nft list ruleset in gw =====\n{}{}", rs.stdout, rs.stderr);
+                eprintln!(
+                    "===== nft list ruleset in gw =====\n{}{}",
+                    rs.stdout, rs.stderr
+                );
             }
             if let Ok(cfg) = fs::read_to_string(self.config_path()) {
                 eprintln!("===== config =====\n{cfg}");
@@ -908,7 +959,11 @@ impl Lab {
     pub fn respawn_daemon(&mut self) -> Instant {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = self.log_path();
-        let mut stderr = fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let _ = writeln!(stderr, "===== lab: natpmpd started again =====");
         let stdout = stderr.try_clone().unwrap();
         let config = self.config_path();
@@ -943,10 +998,14 @@ impl Lab {
 
     /// Whether the daemon process is still alive (not exited, not a zombie); `&self` only.
     pub fn daemon_alive(&self) -> bool {
-        let Some(d) = self.daemon.as_ref() else { return false };
+        let Some(d) = self.daemon.as_ref() else {
+            return false;
+        };
         match fs::read_to_string(format!("/proc/{}/stat", d.child.id())) {
             // The state follows the parenthesised command name: `pid (comm) S ...`.
-            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
             Err(_) => false,
         }
     }
@@ -970,12 +1029,17 @@ impl Lab {
         let sock = self.control_socket();
         let mut all = vec!["--socket", sock.to_str().unwrap()];
         all.extend_from_slice(args);
-        run_timeout(ns_command(&self.gw, env!("CARGO_BIN_EXE_natpmpctl"), &all), CMD_TIMEOUT)
+        run_timeout(
+            ns_command(&self.gw, env!("CARGO_BIN_EXE_natpmpctl"), &all),
+            CMD_TIMEOUT,
+        )
     }
 
     /// Waits (up to `within`) until the daemon's log contains `needle` at least `count` times.
     pub fn wait_log_count(&self, needle: &str, count: usize, within: Duration) -> bool {
-        Lab::eventually(within, || self.daemon_log().matches(needle).count() >= count)
+        Lab::eventually(within, || {
+            self.daemon_log().matches(needle).count() >= count
+        })
     }
 
     /// Puts the operator's own `table ip lab` (masquerade) back, e.g. after `nft flush ruleset`.
@@ -995,9 +1059,11 @@ impl Lab {
 /// (result code, SSSoE, address).
 pub fn address_request_from(ns: &str, src: Ipv4Addr, gw: Ipv4Addr) -> Option<(u16, u32, Ipv4Addr)> {
     let sock = udp_socket(ns, SocketAddrV4::new(src, 0));
-    sock.set_read_timeout(Some(Duration::from_millis(600))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(600)))
+        .unwrap();
     for _ in 0..2 {
-        sock.send_to(&[0, 0], SocketAddrV4::new(gw, NATPMP_PORT)).unwrap();
+        sock.send_to(&[0, 0], SocketAddrV4::new(gw, NATPMP_PORT))
+            .unwrap();
         if let Some((b, _)) = recv(&sock) {
             assert_eq!(b.len(), 12, "address reply length: {b:02x?}");
             assert_eq!(&b[..2], &[0, 0x80], "address reply header: {b:02x?}");
@@ -1064,7 +1130,11 @@ pub fn tcp_echo_server(ns: &str, bind: SocketAddrV4, tag: &'static str) -> EchoS
             }
         }
     });
-    EchoServer { stop, peers, handle: Some(handle) }
+    EchoServer {
+        stop,
+        peers,
+        handle: Some(handle),
+    }
 }
 
 /// Starts a UDP [`EchoServer`] on `bind` in `ns`: every datagram is answered with
@@ -1073,7 +1143,8 @@ pub fn udp_echo_server(ns: &str, bind: SocketAddrV4, tag: &'static str) -> EchoS
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
     let sock = udp_socket(ns, bind);
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let peers = Arc::new(Mutex::new(Vec::new()));
     let (s, p) = (stop.clone(), peers.clone());
@@ -1089,14 +1160,19 @@ pub fn udp_echo_server(ns: &str, bind: SocketAddrV4, tag: &'static str) -> EchoS
             }
         }
     });
-    EchoServer { stop, peers, handle: Some(handle) }
+    EchoServer {
+        stop,
+        peers,
+        handle: Some(handle),
+    }
 }
 
 /// From a fresh socket (a new source port, so no stale conntrack entry is reused) in `ns`:
 /// sends `msg` to `to` and returns the reply and where it came from.
 pub fn udp_roundtrip(ns: &str, to: SocketAddrV4, msg: &str) -> Option<(String, SocketAddr)> {
     let sock = udp_socket(ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-    sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
     sock.send_to(msg.as_bytes(), to).ok()?;
     recv(&sock).map(|(b, from)| (String::from_utf8_lossy(&b).into_owned(), from))
 }
