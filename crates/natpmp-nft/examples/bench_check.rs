@@ -1,4 +1,5 @@
-//! Microseconds per `NftForwarder::check`, which the daemon polls every 2 seconds: with 0 and
+//! Microseconds per `NftForwarder::check`, which the daemon polls every 2 seconds (and, for
+//! 10000 forwards, the cost of the `list()` that follows it and of a full rebuild): with 0 and
 //! 10000 forwards (its requests never return elements, so this should not matter), and with
 //! an operator table of 50 chains and 2000 rules beside ours (the chain dump cannot be
 //! filtered by table in the kernel, so other tables' chains are read and skipped).
@@ -83,6 +84,25 @@ fn main() {
         measure(&mut f, "0 forwards");
         f.apply(&forwards(10_000)).expect("add 10000 forwards");
         measure(&mut f, "10000 forwards");
+        // The other half of the daemon's drift check: listing every element to compare.
+        let t = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(f.list().expect("list").len(), 10_000);
+        }
+        println!(
+            "{:<44} {:>8.1} ms per list()",
+            "10000 forwards",
+            t.elapsed().as_secs_f64() * 1e3 / 20.0
+        );
+        // What a repair after `nft flush ruleset` costs: reload the table, re-add everything.
+        let t = Instant::now();
+        f.prepare("wan0").expect("prepare");
+        f.apply(&forwards(10_000)).expect("re-add 10000 forwards");
+        println!(
+            "{:<44} {:>8.1} ms per rebuild",
+            "10000 forwards",
+            t.elapsed().as_secs_f64() * 1e3
+        );
         load(&operator_table());
         measure(&mut f, "10000 forwards + operator table (2000 rules)");
         f.teardown().expect("teardown");

@@ -86,4 +86,12 @@ pub trait Forwarder {
     fn check(&mut self) -> Result<Health, ForwardError> {
         Ok(Health::Intact)
     }
+
+    /// Clear the conntrack entries of forwards an earlier `apply` removed, for a backend whose
+    /// `apply` was set to leave that for later (so clients get their replies first: a clearing
+    /// walks the whole conntrack table). Failures are logged, not returned: a flow that keeps
+    /// its translation until it times out is not worth failing anything for. Default: nothing.
+    fn clear_flows(&mut self, removed: &[Forward]) {
+        let _ = removed;
+    }
 }

@@ -94,6 +94,21 @@ impl NftForwarder {
         self.clear_conntrack = on;
     }
 
+    fn clear_and_log(&mut self, gone: &[Forward]) {
+        if gone.is_empty() {
+            return;
+        }
+        match self.clear_conntrack(gone) {
+            Ok(n) => tracing::debug!(entries = n, forwards = gone.len(), "cleared conntrack"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                forwards = gone.len(),
+                "removed forwards, but could not clear their conntrack entries; \
+                 open flows keep their translation until they time out"
+            ),
+        }
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -444,18 +459,15 @@ impl Forwarder for NftForwarder {
         } else {
             Vec::new()
         };
-        if !gone.is_empty() {
-            match self.clear_conntrack(&gone) {
-                Ok(n) => tracing::debug!(entries = n, forwards = gone.len(), "cleared conntrack"),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    forwards = gone.len(),
-                    "removed forwards, but could not clear their conntrack entries; \
-                     open flows keep their translation until they time out"
-                ),
-            }
-        }
+        self.clear_and_log(&gone);
         Ok(())
+    }
+
+    fn clear_flows(&mut self, removed: &[Forward]) {
+        // With clearing on, `apply` has done it already.
+        if !self.clear_conntrack {
+            self.clear_and_log(removed);
+        }
     }
 
     fn list(&mut self) -> Result<Vec<Forward>, ForwardError> {

@@ -21,6 +21,7 @@ use crate::udp::{Datagram, NatPmpSocket};
 use anyhow::Context;
 use natpmp_core::wire::natpmp::{self, ResultCode};
 use natpmp_core::{Change, Forward, Outcome, Server, Timestamp};
+use natpmp_nft::nft_forwarder::removed_for_good;
 use natpmp_nft::{ForwardError, Forwarder, Health, NftForwarder, NullForwarder};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -76,9 +77,14 @@ pub struct Daemon {
 /// Build the kernel backend the configuration names.
 pub fn make_forwarder(backend: Backend) -> anyhow::Result<Box<dyn Forwarder>> {
     Ok(match backend {
-        Backend::Nftables => Box::new(
-            NftForwarder::new().context("opening the nftables netlink socket (are you root?)")?,
-        ),
+        Backend::Nftables => {
+            let mut nft = NftForwarder::new()
+                .context("opening the nftables netlink socket (are you root?)")?;
+            // Clearing conntrack walks the kernel's whole conntrack table (~11 ms here): do it
+            // after the replies are sent (`clear_flows`), not inside `apply`.
+            nft.set_conntrack_clearing(false);
+            Box::new(nft)
+        }
         Backend::None => Box::new(NullForwarder::new()),
     })
 }
@@ -483,7 +489,13 @@ impl Daemon {
                 debug!("reply to {} not sent: {e}", p.to);
             }
         }
-        for c in pending.iter().flat_map(|p| &changes[p.changes.clone()]) {
+        let applied: Vec<Change> = pending
+            .iter()
+            .flat_map(|p| &changes[p.changes.clone()])
+            .copied()
+            .collect();
+        self.forwarder.clear_flows(&removed_for_good(&applied));
+        for c in &applied {
             let (what, f) = match c {
                 Change::Add(f) => ("forward", f),
                 Change::Remove(f) => ("remove", f),
@@ -530,6 +542,8 @@ impl Daemon {
             );
             self.resync();
         }
+        // Flows of removed forwards end either way: the rebuild does not bring them back.
+        self.forwarder.clear_flows(&removed_for_good(changes));
     }
 
     /// Reload our table, install every forward the engine holds in one transaction, and fill
@@ -603,6 +617,7 @@ impl Daemon {
             warn!("repair refused ({e}); rebuilding the natpmpd table");
             self.resync();
         }
+        self.forwarder.clear_flows(&removed_for_good(&repair));
     }
 
     fn on_control(&mut self, request: Request) -> Response {
