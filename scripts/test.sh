@@ -31,4 +31,12 @@ fi
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 echo "test.sh: cargo test --workspace --locked $*"
-exec cargo test --workspace --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's own last line is the doc-test binary's).
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
