@@ -11,7 +11,11 @@ use std::process::ExitCode;
 /// LAN hosts ask it for the router's external address and for port mappings; it installs
 /// real port forwards in its own nftables table, removes them when their lifetime ends, and
 /// announces its external address to the LAN. Configured like RouterOS `/ip nat-pmp`; see
-/// docs/configuration.md. Log detail: RUST_LOG=debug.
+/// docs/configuration.md.
+///
+/// Signals: SIGHUP re-reads the configuration (so does `natpmpctl reload`; a file with an
+/// error is refused and the running configuration stays); SIGTERM or SIGINT save the lease
+/// file and stop. `natpmpctl print` lists the mappings. Log detail: RUST_LOG=debug.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
