@@ -16,34 +16,6 @@ use std::time::{Duration, Instant};
 
 use lab::*;
 
-struct Setup {
-    lab: Lab,
-    tcp: u16,
-    udp: u16,
-    _servers: (EchoServer, EchoServer),
-}
-
-fn setup() -> Setup {
-    let mut lab = Lab::new();
-    lab.start_default();
-    let tcp_srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 8080), "lan-tcp");
-    let udp_srv = udp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 9000), "lan-udp");
-    let tcp = natpmpc_map(&lab.lan, GW_LAN, 40080, 8080, Proto::Tcp, 3600).public_port;
-    let udp = natpmpc_map(&lab.lan, GW_LAN, 40090, 9000, Proto::Udp, 3600).public_port;
-    assert!(tcp_probe(
-        &lab.inet,
-        SocketAddrV4::new(GW_EXT, tcp),
-        "lan-tcp",
-        Duration::from_secs(2)
-    ));
-    Setup {
-        lab,
-        tcp,
-        udp,
-        _servers: (tcp_srv, udp_srv),
-    }
-}
-
 fn wait_forwarding(s: &Setup, what: &str, t0: Instant) -> Duration {
     let ext = SocketAddrV4::new(GW_EXT, s.tcp);
     let deadline = t0 + Duration::from_secs(10);

@@ -1241,3 +1241,34 @@ pub fn collect_datagrams(
         got
     })
 }
+
+/// A lab with the daemon running and two live mappings of the LAN host, each with an echo
+/// server behind it: TCP 8080 and UDP 9000, asked for on external ports 40080 and 40090.
+/// TCP through the first is checked before this returns.
+pub struct Setup {
+    pub lab: Lab,
+    pub tcp: u16,
+    pub udp: u16,
+    _servers: (EchoServer, EchoServer),
+}
+
+pub fn setup() -> Setup {
+    let mut lab = Lab::new();
+    lab.start_default();
+    let tcp_srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 8080), "lan-tcp");
+    let udp_srv = udp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 9000), "lan-udp");
+    let tcp = natpmpc_map(&lab.lan, GW_LAN, 40080, 8080, Proto::Tcp, 3600).public_port;
+    let udp = natpmpc_map(&lab.lan, GW_LAN, 40090, 9000, Proto::Udp, 3600).public_port;
+    assert!(tcp_probe(
+        &lab.inet,
+        SocketAddrV4::new(GW_EXT, tcp),
+        "lan-tcp",
+        Duration::from_secs(2)
+    ));
+    Setup {
+        lab,
+        tcp,
+        udp,
+        _servers: (tcp_srv, udp_srv),
+    }
+}
