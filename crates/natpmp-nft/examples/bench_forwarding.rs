@@ -34,9 +34,13 @@ use std::io::{ErrorKind, Write};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/netns.rs"]
+mod netns;
+use netns::{run, Host};
 
 const WAN: &str = "wan0";
 const WAN_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -62,20 +66,6 @@ const MAX_FLOWS: usize = 60_000;
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
 const WATCHDOG: Duration = Duration::from_secs(170);
 
-/// Run a command in the calling thread's network namespace; panic with its stderr on failure.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Load `script` with one `nft -f -` process; returns how long the process took.
 fn nft_file(script: &str) -> Duration {
     let t = Instant::now();
@@ -98,77 +88,6 @@ fn nft_file(script: &str) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     t.elapsed()
-}
-
-/// A host: a thread in a network namespace of its own, running the jobs it is sent.
-struct Host {
-    jobs: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
-    /// The thread id, which `ip link set ... netns` takes as a pid.
-    tid: i32,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Host {
-    fn new() -> Host {
-        let (jobs, inbox) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let (ready, started) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            // SAFETY: unshare changes only this thread's namespace; gettid cannot fail.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-            ready.send(unsafe { libc::gettid() }).expect("send tid");
-            for job in inbox {
-                job();
-            }
-        });
-        let tid = started.recv().expect("host thread did not start");
-        Host {
-            jobs: Some(jobs),
-            tid,
-            thread: Some(thread),
-        }
-    }
-
-    /// Run `f` in this host's namespace and return its result (a panic in `f` is resumed).
-    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let (tx, rx) = mpsc::channel();
-        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-        });
-        self.jobs
-            .as_ref()
-            .expect("host open")
-            .send(job)
-            .expect("host alive");
-        match rx.recv().expect("host thread ended") {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-
-    /// Move `link` from the caller's namespace here, as `eth0` with `addr`, routing via `gw`.
-    fn attach(&self, link: &str, addr: &'static str, gw: Option<&'static str>) {
-        run("ip", &["link", "set", link, "netns", &self.tid.to_string()]);
-        let link = link.to_owned();
-        self.run(move || {
-            run("ip", &["link", "set", "lo", "up"]);
-            run("ip", &["link", "set", &link, "name", "eth0"]);
-            run("ip", &["addr", "add", addr, "dev", "eth0"]);
-            run("ip", &["link", "set", "eth0", "up"]);
-            if let Some(gw) = gw {
-                run("ip", &["route", "add", "default", "via", gw]);
-            }
-        });
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// UDP echo servers on the LAN host, one thread per port, stopped on drop.

@@ -12,6 +12,10 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "support/netns.rs"]
+mod netns;
+use netns::{run, Host};
+
 const EXT: &str = "wan0";
 
 /// Run `body` in a thread of its own, in a new network namespace.
@@ -30,20 +34,6 @@ fn in_netns<F: FnOnce() + Send + 'static>(body: F) {
     if let Err(panic) = handle.join() {
         std::panic::resume_unwind(panic);
     }
-}
-
-/// Run a command in the calling thread's namespace and return its stdout.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn nft(args: &str) -> String {
@@ -548,75 +538,6 @@ fn check_finds_the_table_intact_and_each_kind_of_damage() {
         f.prepare(EXT).unwrap();
         assert_eq!(f.check().unwrap(), Health::Intact);
     });
-}
-
-/// A network namespace of its own, held by a thread that runs the jobs it is given. It needs
-/// no name under /run/netns, so nothing is left behind on the host even if a test panics:
-/// dropping the `Host` ends the thread, and the kernel discards the namespace with it.
-struct Host {
-    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
-    /// The thread's id, which `ip link set ... netns` accepts as a pid.
-    tid: i32,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Host {
-    fn new() -> Host {
-        let (jobs, inbox) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            // SAFETY: only this thread's namespace changes; gettid has no preconditions.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-            tid_tx.send(unsafe { libc::gettid() }).unwrap();
-            for job in inbox {
-                job();
-            }
-        });
-        let tid = tid_rx.recv().expect("host thread did not start");
-        Host {
-            jobs: Some(jobs),
-            tid,
-            thread: Some(thread),
-        }
-    }
-
-    /// Run `f` in this host's namespace and return its result; a panic in `f` fails the test.
-    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-        });
-        self.jobs.as_ref().unwrap().send(job).unwrap();
-        match rx.recv().expect("host thread ended") {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-
-    /// Move `link` (in the caller's namespace) here as `eth0` with `addr`, routing via `gw`.
-    fn attach(&self, link: &str, addr: &'static str, gw: Option<&'static str>) {
-        run("ip", &["link", "set", link, "netns", &self.tid.to_string()]);
-        let link = link.to_owned();
-        self.run(move || {
-            run("ip", &["link", "set", "lo", "up"]);
-            run("ip", &["link", "set", &link, "name", "eth0"]);
-            run("ip", &["addr", "add", addr, "dev", "eth0"]);
-            run("ip", &["link", "set", "eth0", "up"]);
-            if let Some(gw) = gw {
-                run("ip", &["route", "add", "default", "via", gw]);
-            }
-        });
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Send one UDP datagram from `client_host` (port chosen by the kernel) to `to` while a

@@ -1,0 +1,95 @@
+//! Throwaway hosts for kernel tests and benchmarks: each `Host` is a thread in an anonymous
+//! network namespace of its own (no name under /run/netns, so nothing outlives the process),
+//! and `run` runs a command in the calling thread's namespace, failing loudly.
+//!
+//! Shared by `tests/kernel.rs` and `examples/bench_forwarding.rs` (included with `#[path]`).
+
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+/// Run `program` with `args` in the calling thread's namespace; panic with its stderr if it
+/// fails. Returns its stdout.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace of its own, held by a thread that runs the jobs it is given. It needs
+/// no name under /run/netns, so nothing is left behind on the host even if a test panics:
+/// dropping the `Host` ends the thread, and the kernel discards the namespace with it.
+pub struct Host {
+    jobs: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    /// The thread's id, which `ip link set ... netns` accepts as a pid.
+    tid: i32,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Host {
+    pub fn new() -> Host {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: only this thread's namespace changes; gettid has no preconditions.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            for job in inbox {
+                job();
+            }
+        });
+        let tid = tid_rx.recv().expect("host thread did not start");
+        Host {
+            jobs: Some(jobs),
+            tid,
+            thread: Some(thread),
+        }
+    }
+
+    /// Run `f` in this host's namespace and return its result; a panic in `f` fails the test.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        self.jobs.as_ref().unwrap().send(job).unwrap();
+        match rx.recv().expect("host thread ended") {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Move `link` (in the caller's namespace) here as `eth0` with `addr`, routing via `gw`.
+    pub fn attach(&self, link: &str, addr: &'static str, gw: Option<&'static str>) {
+        run("ip", &["link", "set", link, "netns", &self.tid.to_string()]);
+        let link = link.to_owned();
+        self.run(move || {
+            run("ip", &["link", "set", "lo", "up"]);
+            run("ip", &["link", "set", &link, "name", "eth0"]);
+            run("ip", &["addr", "add", addr, "dev", "eth0"]);
+            run("ip", &["link", "set", "eth0", "up"]);
+            if let Some(gw) = gw {
+                run("ip", &["route", "add", "default", "via", gw]);
+            }
+        });
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
