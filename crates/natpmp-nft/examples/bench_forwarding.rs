@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/support/netns.rs"]
 mod netns;
-use netns::{run, Host};
+use netns::{gateway_with_hosts, run, Host};
 
 const WAN: &str = "wan0";
 const WAN_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -396,28 +396,7 @@ fn gateway() {
         );
         std::process::exit(1);
     }
-    let lan = Host::new();
-    let inet = Host::new();
-    run(
-        "ip",
-        &[
-            "link", "add", "lan0", "type", "veth", "peer", "name", "lanpeer",
-        ],
-    );
-    run(
-        "ip",
-        &[
-            "link", "add", WAN, "type", "veth", "peer", "name", "wanpeer",
-        ],
-    );
-    lan.attach("lanpeer", "192.168.88.2/24", Some("192.168.88.1"));
-    inet.attach("wanpeer", "203.0.113.9/24", None);
-    for (link, addr) in [("lan0", "192.168.88.1/24"), (WAN, "203.0.113.1/24")] {
-        run("ip", &["addr", "add", addr, "dev", link]);
-        run("ip", &["link", "set", link, "up"]);
-    }
-    run("ip", &["link", "set", "lo", "up"]);
-    run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+    let (lan, inet) = gateway_with_hosts(WAN);
 
     let mut f = NftForwarder::new().expect("netlink socket");
     let mut rows = Vec::new();

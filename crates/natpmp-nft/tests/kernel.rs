@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[path = "support/netns.rs"]
 mod netns;
-use netns::{run, Host};
+use netns::{gateway_with_hosts, run, Host};
 
 const EXT: &str = "wan0";
 
@@ -596,28 +596,7 @@ fn hairpin_traffic_reaches_the_mapped_host() {
     const NO_ANSWER: Duration = Duration::from_millis(500);
     in_netns(|| {
         // This thread's namespace is the gateway; two hosts hang off it on veth pairs.
-        let lan = Host::new();
-        let inet = Host::new();
-        run(
-            "ip",
-            &[
-                "link", "add", "lan0", "type", "veth", "peer", "name", "lanpeer",
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "link", "add", EXT, "type", "veth", "peer", "name", "wanpeer",
-            ],
-        );
-        lan.attach("lanpeer", "192.168.88.2/24", Some("192.168.88.1"));
-        inet.attach("wanpeer", "203.0.113.9/24", None);
-        for (link, addr) in [("lan0", "192.168.88.1/24"), (EXT, "203.0.113.1/24")] {
-            run("ip", &["addr", "add", addr, "dev", link]);
-            run("ip", &["link", "set", link, "up"]);
-        }
-        run("ip", &["link", "set", "lo", "up"]);
-        run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+        let (lan, inet) = gateway_with_hosts(EXT);
 
         let mut f = ready();
         let wan = Ipv4Addr::new(203, 0, 113, 1);

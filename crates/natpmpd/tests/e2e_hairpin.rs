@@ -12,37 +12,6 @@ use lab::*;
 
 const EXTRA_OFF: &str = "hairpin = false\n";
 
-struct Setup {
-    lab: Lab,
-    tcp: u16,
-    udp: u16,
-    tcp_srv: EchoServer,
-    _udp_srv: EchoServer,
-}
-
-fn setup(extra: &str) -> Setup {
-    let mut lab = Lab::new();
-    lab.start_daemon_with(&DaemonConfig::default(), extra);
-    let tcp_srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 8080), "lan-tcp");
-    let udp_srv = udp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 9000), "lan-udp");
-    let tcp = natpmpc_map(&lab.lan, GW_LAN, 40080, 8080, Proto::Tcp, 3600).public_port;
-    let udp = natpmpc_map(&lab.lan, GW_LAN, 40090, 9000, Proto::Udp, 3600).public_port;
-    // The mapping itself works from the internet either way.
-    assert!(tcp_probe(
-        &lab.inet,
-        SocketAddrV4::new(GW_EXT, tcp),
-        "lan-tcp",
-        Duration::from_secs(2)
-    ));
-    Setup {
-        lab,
-        tcp,
-        udp,
-        tcp_srv,
-        _udp_srv: udp_srv,
-    }
-}
-
 /// From 192.168.88.11 (same LAN as the mapped host) to 203.0.113.1:P.
 fn from_same_lan(s: &Setup, msg: &str) -> Result<String, String> {
     tcp_roundtrip_from(
@@ -112,7 +81,7 @@ fn assert_hairpin_blocked(s: &Setup, what: &str) {
 
 #[test]
 fn hairpin_on_by_default_from_the_same_lan_and_from_lan2() {
-    let s = setup("");
+    let s = setup();
     assert_hairpin_works(&s, "hairpin = true (default)");
     let peers = s.tcp_srv.peers();
     // Hairpinned flows arrive from the gateway (masqueraded), so the reply goes back through it.
@@ -126,7 +95,7 @@ fn hairpin_on_by_default_from_the_same_lan_and_from_lan2() {
 
 #[test]
 fn hairpin_off_does_not_reach_the_mapped_host() {
-    let s = setup(EXTRA_OFF);
+    let s = setup_with(EXTRA_OFF);
     assert_hairpin_blocked(&s, "hairpin = false");
     // The mapping itself still works from the internet.
     assert!(tcp_probe(
@@ -139,7 +108,7 @@ fn hairpin_off_does_not_reach_the_mapped_host() {
 
 #[test]
 fn hairpin_follows_a_reload() {
-    let s = setup(EXTRA_OFF);
+    let s = setup_with(EXTRA_OFF);
     assert_hairpin_blocked(&s, "hairpin = false at start");
     let lab = &s.lab;
     lab.write_config(&lab.config_text_with(&DaemonConfig::default(), "hairpin = true\n"));

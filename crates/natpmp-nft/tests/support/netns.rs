@@ -93,3 +93,32 @@ impl Drop for Host {
         }
     }
 }
+
+/// Make the calling thread's namespace a gateway with two hosts on veth pairs: a LAN host
+/// (192.168.88.2, default route via the gateway's `lan0` 192.168.88.1) and an internet host
+/// (203.0.113.9, on the gateway's `ext` 203.0.113.1), with forwarding on. Returns (lan, inet).
+pub fn gateway_with_hosts(ext: &str) -> (Host, Host) {
+    let lan = Host::new();
+    let inet = Host::new();
+    run(
+        "ip",
+        &[
+            "link", "add", "lan0", "type", "veth", "peer", "name", "lanpeer",
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "link", "add", ext, "type", "veth", "peer", "name", "wanpeer",
+        ],
+    );
+    lan.attach("lanpeer", "192.168.88.2/24", Some("192.168.88.1"));
+    inet.attach("wanpeer", "203.0.113.9/24", None);
+    for (link, addr) in [("lan0", "192.168.88.1/24"), (ext, "203.0.113.1/24")] {
+        run("ip", &["addr", "add", addr, "dev", link]);
+        run("ip", &["link", "set", link, "up"]);
+    }
+    run("ip", &["link", "set", "lo", "up"]);
+    run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+    (lan, inet)
+}

@@ -741,10 +741,28 @@ impl Lab {
 
     /// Starts natpmpd in gw without waiting for it to answer.
     pub fn spawn_daemon(&mut self, cfg: &DaemonConfig) {
-        assert!(self.daemon.is_none(), "daemon already running");
         fs::write(self.config_path(), self.config_text(cfg)).unwrap();
+        self.launch(false);
+    }
+
+    /// Spawns natpmpd in gw on the configuration file in place, its output going to the log
+    /// (appended to, after a marker line, when `again`). Returns the moment just before the
+    /// spawn.
+    fn launch(&mut self, again: bool) -> Instant {
+        assert!(self.daemon.is_none(), "daemon already running");
         let log = self.log_path();
-        let stderr = fs::File::create(&log).unwrap();
+        let mut stderr = if again {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap()
+        } else {
+            fs::File::create(&log).unwrap()
+        };
+        if again {
+            let _ = writeln!(stderr, "===== lab: natpmpd started again =====");
+        }
         let stdout = stderr.try_clone().unwrap();
         let config = self.config_path();
         let mut cmd = ns_command(
@@ -756,8 +774,10 @@ impl Lab {
             cmd.env("RUST_LOG", "debug");
         }
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        let t0 = Instant::now();
         let child = cmd.spawn().expect("start natpmpd");
         self.daemon = Some(Daemon { child });
+        t0
     }
 
     /// Starts natpmpd in gw and waits until it answers an external-address request from lan.
@@ -957,36 +977,14 @@ impl Lab {
     /// Starts natpmpd with whatever configuration file is in place now (same lease file),
     /// appending to the existing log. Returns the moment just before the spawn.
     pub fn respawn_daemon(&mut self) -> Instant {
-        assert!(self.daemon.is_none(), "daemon already running");
-        let log = self.log_path();
-        let mut stderr = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let _ = writeln!(stderr, "===== lab: natpmpd started again =====");
-        let stdout = stderr.try_clone().unwrap();
-        let config = self.config_path();
-        let mut cmd = ns_command(
-            &self.gw,
-            env!("CARGO_BIN_EXE_natpmpd"),
-            &["--config", config.to_str().unwrap()],
-        );
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "debug");
-        }
-        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-        let t0 = Instant::now();
-        let child = cmd.spawn().expect("start natpmpd again");
-        self.daemon = Some(Daemon { child });
-        t0
+        self.launch(true)
     }
 
     /// Writes the configuration for `cfg` plus `extra` top-level lines, then starts natpmpd
     /// and waits until it answers.
     pub fn start_daemon_with(&mut self, cfg: &DaemonConfig, extra: &str) {
         self.write_config(&self.config_text_with(cfg, extra));
-        self.respawn_daemon();
+        self.launch(false);
         self.wait_ready();
     }
 
@@ -1249,12 +1247,19 @@ pub struct Setup {
     pub lab: Lab,
     pub tcp: u16,
     pub udp: u16,
-    _servers: (EchoServer, EchoServer),
+    /// The echo servers behind the two mappings (they record who connected).
+    pub tcp_srv: EchoServer,
+    pub udp_srv: EchoServer,
 }
 
 pub fn setup() -> Setup {
+    setup_with("")
+}
+
+/// `setup` with `extra` top-level configuration keys (e.g. `hairpin = false`).
+pub fn setup_with(extra: &str) -> Setup {
     let mut lab = Lab::new();
-    lab.start_default();
+    lab.start_daemon_with(&DaemonConfig::default(), extra);
     let tcp_srv = tcp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 8080), "lan-tcp");
     let udp_srv = udp_echo_server(&lab.lan, SocketAddrV4::new(LAN_HOST, 9000), "lan-udp");
     let tcp = natpmpc_map(&lab.lan, GW_LAN, 40080, 8080, Proto::Tcp, 3600).public_port;
@@ -1269,6 +1274,7 @@ pub fn setup() -> Setup {
         lab,
         tcp,
         udp,
-        _servers: (tcp_srv, udp_srv),
+        tcp_srv,
+        udp_srv,
     }
 }
