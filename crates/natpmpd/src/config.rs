@@ -7,7 +7,7 @@
 //! `FILE:LINE:COL: key.path: problem` message. Unknown keys are refused, like serde's
 //! `deny_unknown_fields`, so a typo never silently falls back to a default.
 
-use natpmp_core::ServerConfig;
+use natpmp_pcp_core::ServerConfig;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::ops::{Range, RangeInclusive};

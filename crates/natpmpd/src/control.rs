@@ -8,7 +8,7 @@
 
 pub mod print;
 
-use natpmp_core::MappingView;
+use natpmp_pcp_core::MappingView;
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -380,7 +380,7 @@ pub fn call_with_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use natpmp_core::Protocol;
+    use natpmp_pcp_core::Protocol;
     use std::net::Ipv4Addr;
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -19,10 +19,10 @@ use crate::leases;
 use crate::netif::{self, Interface, Monitor};
 use crate::udp::{Datagram, NatPmpSocket};
 use anyhow::Context;
-use natpmp_core::wire::natpmp::{self, ResultCode};
-use natpmp_core::{Change, Forward, Outcome, Server, Timestamp};
-use natpmp_nft::nft_forwarder::removed_for_good;
-use natpmp_nft::{ForwardError, Forwarder, Health, NftForwarder, NullForwarder};
+use natpmp_pcp_core::wire::natpmp::{self, ResultCode};
+use natpmp_pcp_core::{Change, Forward, Outcome, Server, Timestamp};
+use natpmp_pcp_nft::nft_forwarder::removed_for_good;
+use natpmp_pcp_nft::{ForwardError, Forwarder, Health, NftForwarder, NullForwarder};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
@@ -858,7 +858,7 @@ fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use natpmp_core::Protocol;
+    use natpmp_pcp_core::Protocol;
 
     fn fwd(port: u16, timeout_s: u64) -> Forward {
         Forward {

@@ -11,7 +11,7 @@
 //! wall-clock time the daemon was down. When the file is missing or unreadable, state was lost
 //! and the epoch starts again from 0 (RFC 6886 §3.6). Announcements go out at every start.
 
-use natpmp_core::{MappingRecord, Protocol};
+use natpmp_pcp_core::{MappingRecord, Protocol};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;

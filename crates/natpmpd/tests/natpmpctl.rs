@@ -1,7 +1,7 @@
 //! The `natpmpctl` binary against a fake daemon: the real control socket server
 //! (`control::bind` + `control::serve`) answering canned mappings, on a socket in a temp dir.
 
-use natpmp_core::{MappingView, Protocol};
+use natpmp_pcp_core::{MappingView, Protocol};
 use natpmpd::control::{self, Request, Response};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

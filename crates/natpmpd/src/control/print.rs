@@ -2,7 +2,7 @@
 //! for people and as JSON for scripts and tests. Pure functions over a `Response`.
 
 use super::Response;
-use natpmp_core::{MappingView, Protocol};
+use natpmp_pcp_core::{MappingView, Protocol};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
