@@ -2,7 +2,6 @@
 
 mod common;
 use common::*;
-use natpmp_pcp_core::Change;
 
 #[test]
 fn delete_example_from_checklist_gets_the_success_reply() {
@@ -31,14 +30,19 @@ fn delete_of_existing_mapping_stages_its_removal() {
     for op in [UDP, TCP] {
         let mut gw = Gw::new();
         gw.map_ok(A, op, 5000, 5000, 600);
-        let added = forward(op, EXT, 5000, A, 5000, 600);
+        let added = pair(op, EXT, 5000, A, 5000);
         gw.advance_secs(20);
         let r = gw.reply(A, &map_request(op, 5000, 0, 0));
         assert_bytes(&r, &map_reply(op, SUCCESS, 20, 5000, 0, 0));
-        assert_eq!(gw.changes.len(), 1, "{:?}", gw.changes);
-        assert_is_remove_of(&gw.changes[0], &added);
+        assert_eq!(gw.transactions.len(), 1, "{:?}", gw.transactions);
+        assert_same_changes(&gw.changes, &removed(op, EXT, 5000, A, 5000));
         assert!(gw.mappings().is_empty());
-        assert!(gw.server.forwards(gw.now).is_empty());
+        assert!(gw.elements().is_empty());
+        // Their flows end too, after the reply.
+        assert_eq!(gw.kernel.cleared_flows().len(), 2);
+        for e in &added {
+            assert!(gw.kernel.cleared_flows().contains(e), "flows of {e} kept");
+        }
     }
 }
 
@@ -72,9 +76,10 @@ fn delete_ignores_the_suggested_external_port() {
     let p = gw.map_ok(A, TCP, 8080, 8080, 7200);
     let r = gw.reply(A, &map_request(TCP, 8080, 1234, 0));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 0, 8080, 0, 0));
-    assert_eq!(removes(&gw.changes).len(), 1);
-    assert_eq!(removes(&gw.changes)[0].external_port, p);
+    assert_eq!(removes(&gw.changes).len(), 2);
+    assert!(removes(&gw.changes).iter().all(|e| e.external_port() == p));
     assert!(gw.mapping(A, TCP, 8080).is_none());
+    assert!(gw.elements().is_empty());
 }
 
 #[test]
@@ -100,7 +105,8 @@ fn delete_only_affects_the_given_protocol() {
     assert!(gw
         .changes
         .iter()
-        .all(|c| c.forward().protocol == proto(UDP)));
+        .all(|c| c.element().protocol() == proto(UDP)));
+    assert_eq!(gw.elements(), pair(TCP, EXT, 9000, A, 9000));
 }
 
 #[test]
@@ -113,6 +119,7 @@ fn delete_of_another_clients_mapping_succeeds_and_leaves_it() {
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 1, 8080, 0, 0));
     assert!(gw.changes.is_empty(), "B's delete staged {:?}", gw.changes);
     assert_eq!(gw.mapping(A, TCP, 8080).unwrap().external_port, 8080);
+    assert_eq!(gw.elements(), pair(TCP, EXT, 8080, A, 8080));
 }
 
 #[test]
@@ -123,7 +130,7 @@ fn delete_all_tcp_removes_only_that_clients_tcp_mappings() {
     gw.map_ok(A, TCP, 2000, 0, 600);
     gw.map_ok(A, UDP, 1000, 0, 600);
     gw.map_ok(B, TCP, 1000, 0, 600);
-    let before: Vec<_> = gw.server.forwards(gw.now);
+    let before = gw.elements();
     gw.advance_secs(5);
     let r = gw.reply(
         A,
@@ -138,13 +145,13 @@ fn delete_all_tcp_removes_only_that_clients_tcp_mappings() {
         ],
     );
     let removed = removes(&gw.changes);
-    assert_eq!(removed.len(), 2, "{:?}", gw.changes);
+    assert_eq!(removed.len(), 4, "{:?}", gw.changes);
     assert!(adds(&gw.changes).is_empty());
-    for f in &removed {
-        assert_eq!((f.internal_addr, f.protocol), (A, proto(TCP)));
+    for e in &removed {
+        assert_eq!((*e.internal().ip(), e.protocol()), (A, proto(TCP)));
         assert!(
-            before.iter().any(|b| b.same_elements(f)),
-            "removed a forward that was not there: {f:?}"
+            before.contains(e),
+            "removed an element that was not there: {e}"
         );
     }
     let left: Vec<_> = gw
@@ -152,7 +159,12 @@ fn delete_all_tcp_removes_only_that_clients_tcp_mappings() {
         .iter()
         .map(|m| (m.client, m.protocol, m.internal_port))
         .collect();
-    assert_eq!(left, vec![(A, proto(UDP), 1000), (B, proto(TCP), 1000)]);
+    assert_eq!(
+        left,
+        vec![(v4(A), proto(UDP), 1000), (v4(B), proto(TCP), 1000)]
+    );
+    assert_eq!(gw.elements(), gw.elements_of_views());
+    assert_eq!(gw.elements().len(), 4);
 }
 
 #[test]
@@ -165,13 +177,15 @@ fn delete_all_udp_removes_only_that_clients_udp_mappings() {
     gw.map_ok(C, UDP, 1, 0, 600);
     let r = gw.reply(A, &map_request(UDP, 0, 0, 0));
     assert_bytes(&r, &map_reply(UDP, SUCCESS, 0, 0, 0, 0));
-    assert_eq!(removes(&gw.changes).len(), 3);
+    assert_eq!(removes(&gw.changes).len(), 6);
+    assert!(adds(&gw.changes).is_empty());
     let left: Vec<_> = gw
         .mappings()
         .iter()
         .map(|m| (m.client, m.protocol, m.internal_port))
         .collect();
-    assert_eq!(left, vec![(C, proto(UDP), 1), (A, proto(TCP), 1)]);
+    assert_eq!(left, vec![(v4(C), proto(UDP), 1), (v4(A), proto(TCP), 1)]);
+    assert_eq!(gw.elements(), gw.elements_of_views());
 }
 
 #[test]
@@ -183,7 +197,8 @@ fn delete_all_with_nonzero_suggested_port_is_still_delete_all() {
     let r = gw.reply(A, &map_request(TCP, 0, p, 0));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 0, 0, 0, 0));
     assert!(gw.mappings().is_empty());
-    assert_eq!(removes(&gw.changes).len(), 2);
+    assert_eq!(removes(&gw.changes).len(), 4);
+    assert!(gw.elements().is_empty());
 }
 
 #[test]
@@ -226,6 +241,10 @@ fn delete_after_the_address_is_lost_succeeds_and_forgets_the_mapping() {
     let r = gw.reply(A, &map_request(TCP, 8080, 0, 0));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, gw.sssoe(), 8080, 0, 0));
     assert!(gw.mapping(A, TCP, 8080).is_none());
+    // It was not in the kernel (no address); it does not come back with the next address.
+    assert!(gw.changes.is_empty(), "{:?}", gw.changes);
+    gw.set_address(Some(EXT));
+    assert!(gw.elements().is_empty(), "{:?}", gw.elements());
 }
 
 #[test]
@@ -243,8 +262,6 @@ fn request_after_delete_creates_a_fresh_mapping() {
     gw.reply(A, &map_request(TCP, 443, 0, 0));
     let r = gw.reply(A, &map_request(TCP, 443, 8443, 30));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 0, 443, 8443, 30));
-    assert_eq!(
-        gw.changes,
-        vec![Change::Add(forward(TCP, EXT, 8443, A, 443, 30))]
-    );
+    assert_same_changes(&gw.changes, &created(TCP, EXT, 8443, A, 443, 30));
+    assert_eq!(gw.elements(), pair(TCP, EXT, 8443, A, 443));
 }

@@ -1,9 +1,14 @@
-//! Dispatch: what the engine does with each datagram before any opcode-specific work
-//! (rfc-checklist §1.2, §2 B items 7–10, §4 edge cases 1–17, §6 A1, A3, A4, A13).
+//! Dispatch: what the gateway does with each datagram before any opcode-specific work
+//! (rfc-checklist §1.2, §2 B items 7–10, §4 edge cases 1–17, §6 A1, A2, A3, A4, A13).
+//!
+//! Versions other than 0: with PCP on (the default) they get PCP's UNSUPP_VERSION (version
+//! byte 2, result 1 in byte 3, at least 24 bytes) and version 2 is PCP; with `pcp: false` the
+//! gateway is a NAT-PMP-only server and answers the 8-byte P5. Both are tested.
 
 mod common;
 use common::*;
-use natpmp_pcp_core::{Outcome, Server, ServerConfig};
+use natpmp_pcp_core::{Datagram, Outgoing};
+use std::net::{IpAddr, SocketAddr};
 
 #[test]
 fn empty_datagram_is_dropped() {
@@ -76,12 +81,8 @@ fn map_request_with_reserved_ffff_is_handled_normally() {
     req[3] = 0xFF;
     let r = gw.reply(A, &req);
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 9, 8080, 8080, 7200));
-    assert_eq!(
-        gw.changes,
-        vec![natpmp_pcp_core::Change::Add(forward(
-            TCP, EXT, 8080, A, 8080, 7200
-        ))]
-    );
+    assert_same_changes(&gw.changes, &created(TCP, EXT, 8080, A, 8080, 7200));
+    assert_eq!(gw.elements(), pair(TCP, EXT, 8080, A, 8080));
 }
 
 #[test]
@@ -212,8 +213,9 @@ fn unknown_opcode_is_answered_without_an_external_address() {
 
 #[test]
 fn unsupported_version_reply_is_8_bytes_with_opcode_0x80() {
-    // §2 B item 7, §6 A1 (errata 3618): `00 80 0001 SSSoE`, whatever the request's opcode.
-    let mut gw = Gw::new();
+    // §2 B item 7, §6 A1 (errata 3618): `00 80 0001 SSSoE`, whatever the request's opcode, from
+    // a NAT-PMP-only server.
+    let mut gw = Gw::natpmp_only();
     gw.advance_secs(65);
     for version in 1..=255u8 {
         for op in [0u8, 1, 2, 3, 0x7F] {
@@ -221,16 +223,40 @@ fn unsupported_version_reply_is_8_bytes_with_opcode_0x80() {
             req.extend_from_slice(&[0x11; 10]);
             let r = gw.reply(A, &req);
             assert_bytes(&r, &unsupported_version_reply(65));
+            assert!(gw.changes.is_empty());
         }
     }
-    assert!(gw.changes.is_empty());
 }
 
 #[test]
-fn pcp_map_request_gets_8_byte_unsupported_version_reply() {
-    // §4 cases 12 and 13 (this server speaks NAT-PMP only): a 60-byte V2 MAP -> P5.
+fn unsupported_version_reply_is_pcp_format_when_pcp_is_on() {
+    // §2 B item 7, §6 A2, RFC 6887 §9: with PCP on, every version but 0 and 2 gets PCP's
+    // UNSUPP_VERSION: version 2 (the nearest one spoken), result 1, lifetime 1800, the epoch,
+    // the request copied and padded to at least 24 bytes. Version 2 itself is PCP, and a PCP
+    // request under 24 bytes is dropped (§4 case 18).
     let mut gw = Gw::new();
-    gw.advance_secs(1);
+    gw.advance_secs(65);
+    for version in 1..=255u8 {
+        for op in [0u8, 1, 2, 3, 0x7F] {
+            let mut req = vec![version, op];
+            req.extend_from_slice(&[0x11; 10]);
+            if version == 2 {
+                gw.assert_dropped(A, &req);
+                continue;
+            }
+            let r = gw.reply(A, &req);
+            assert_eq!(r.len(), 24, "{}", hex(&r));
+            assert_eq!((r[0], r[1], r[3]), (2, 0x80 | op, 1), "{}", hex(&r));
+            assert_bytes(&r, &pcp_unsupported_version_reply(&req, 65));
+            assert!(gw.changes.is_empty());
+        }
+    }
+    assert!(gw.mappings().is_empty());
+}
+
+/// §4 cases 12 and 13: a valid 60-byte V2 MAP from A, TCP, internal port 8080, lifetime
+/// 7200, nonce 0, no suggestion.
+fn v2_map_from_a() -> Vec<u8> {
     let mut req = vec![0u8; 60];
     req[0] = 2;
     req[1] = 1;
@@ -239,30 +265,72 @@ fn pcp_map_request_gets_8_byte_unsupported_version_reply() {
     req[20..24].copy_from_slice(&A.octets());
     req[36] = 6;
     req[40..42].copy_from_slice(&8080u16.to_be_bytes());
-    let r = gw.reply(A, &req);
-    assert_bytes(&r, &[0x00, 0x80, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01]);
-    assert!(gw.mappings().is_empty(), "a PCP request created a mapping");
+    req
 }
 
 #[test]
-fn version_1_gets_unsupported_version_reply() {
-    // §4 case 14 (§6 A2 does not apply: no PCP yet): any opcode, several lengths.
+fn pcp_map_request_gets_8_byte_unsupported_version_reply() {
+    // §4 case 12 (a NAT-PMP-only configuration): a 60-byte V2 MAP -> P5.
+    let mut gw = Gw::natpmp_only();
+    gw.advance_secs(1);
+    let r = gw.reply(A, &v2_map_from_a());
+    assert_bytes(&r, &[0x00, 0x80, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01]);
+    assert!(gw.mappings().is_empty(), "a PCP request created a mapping");
+    assert!(gw.elements().is_empty());
+}
+
+#[test]
+fn pcp_map_request_is_served_when_pcp_is_on() {
+    // §4 case 13 (a dual server): the same V2 MAP gets a 60-byte PCP reply, version 2, byte 1
+    // = 0x81, SUCCESS, and the mapping exists, in the kernel too.
     let mut gw = Gw::new();
-    for req in [
-        &[0x01u8, 0x00][..],
-        &[0x01, 0x01, 0, 0, 0x1F, 0x90, 0x1F, 0x90, 0, 0, 0x1C, 0x20],
-        &[0x01, 0x05, 9, 9, 9],
-    ] {
+    gw.advance_secs(1);
+    let r = gw.reply(A, &v2_map_from_a());
+    assert_eq!(r.len(), 60, "{}", hex(&r));
+    assert_eq!((r[0], r[1], r[3]), (2, 0x81, PCP_SUCCESS), "{}", hex(&r));
+    assert_eq!(pcp_epoch(&r), 1);
+    let m = gw
+        .mapping(A, TCP, 8080)
+        .expect("the PCP MAP made a mapping");
+    let eport = u16::from_be_bytes([r[42], r[43]]);
+    assert_eq!(m.external_port, eport);
+    assert_eq!(&r[44..60], &mapped(EXT));
+    assert_eq!(gw.elements(), pair(TCP, EXT, eport, A, 8080));
+}
+
+const VERSION_1_REQUESTS: [&[u8]; 3] = [
+    &[0x01u8, 0x00],
+    &[0x01, 0x01, 0, 0, 0x1F, 0x90, 0x1F, 0x90, 0, 0, 0x1C, 0x20],
+    &[0x01, 0x05, 9, 9, 9],
+];
+
+#[test]
+fn version_1_gets_unsupported_version_reply() {
+    // §4 case 14 on a NAT-PMP-only server (§6 A2 does not arise): any opcode, several lengths.
+    let mut gw = Gw::natpmp_only();
+    for req in VERSION_1_REQUESTS {
         let r = gw.reply(A, req);
         assert_bytes(&r, &unsupported_version_reply(0));
     }
 }
 
 #[test]
-fn version_3_map_gets_nat_pmp_unsupported_version_reply() {
-    // §4 case 15 expects a PCP-format reply from a dual server; this engine is NAT-PMP only,
-    // so it answers P5 (version 0, the only version it speaks).
+fn version_1_gets_pcp_unsupported_version_reply_when_pcp_is_on() {
+    // §4 case 14, §6 A2: version 1 (the PCP drafts' version) is answered in PCP's format,
+    // naming version 2; its result byte still reads "Unsupported Version" to a NAT-PMP client.
     let mut gw = Gw::new();
+    gw.advance_secs(3);
+    for req in VERSION_1_REQUESTS {
+        let r = gw.reply(A, req);
+        assert_bytes(&r, &pcp_unsupported_version_reply(req, 3));
+        assert_eq!(r[0], 2);
+    }
+}
+
+#[test]
+fn version_3_map_gets_nat_pmp_unsupported_version_reply() {
+    // §4 case 15 on a NAT-PMP-only server: P5 (version 0, the only version it speaks).
+    let mut gw = Gw::natpmp_only();
     gw.advance_secs(4);
     let mut req = vec![0u8; 60];
     req[0] = 3;
@@ -272,11 +340,35 @@ fn version_3_map_gets_nat_pmp_unsupported_version_reply() {
 }
 
 #[test]
-fn version_0xff_gets_unsupported_version_reply() {
-    // §4 case 16: `FF 00` -> result 1.
+fn version_3_map_gets_pcp_unsupported_version_reply_when_pcp_is_on() {
+    // §4 case 15 (a dual server): byte 0 = 2, byte 3 = 1, lifetime 1800, the current epoch, the
+    // 60-byte request copied.
     let mut gw = Gw::new();
+    gw.advance_secs(4);
+    let mut req = vec![0u8; 60];
+    req[0] = 3;
+    req[1] = 1;
+    let r = gw.reply(A, &req);
+    assert_eq!(r.len(), 60);
+    assert_bytes(&r[..12], &[2, 0x81, 0, 1, 0, 0, 0x07, 0x08, 0, 0, 0, 4]);
+    assert_bytes(&r, &pcp_unsupported_version_reply(&req, 4));
+}
+
+#[test]
+fn version_0xff_gets_unsupported_version_reply() {
+    // §4 case 16: `FF 00` -> result 1, NAT-PMP-only.
+    let mut gw = Gw::natpmp_only();
     let r = gw.reply(A, &[0xFF, 0x00]);
     assert_bytes(&r, &unsupported_version_reply(0));
+}
+
+#[test]
+fn version_0xff_gets_pcp_unsupported_version_reply_when_pcp_is_on() {
+    // §4 case 16 with PCP on: result 1 in byte 3, 24 bytes.
+    let mut gw = Gw::new();
+    let r = gw.reply(A, &[0xFF, 0x00]);
+    assert_bytes(&r, &pcp_unsupported_version_reply(&[0xFF, 0x00], 0));
+    assert_eq!((r.len(), r[3]), (24, 1));
 }
 
 #[test]
@@ -290,32 +382,68 @@ fn unsupported_version_with_top_bit_set_is_dropped() {
 
 #[test]
 fn unsupported_version_is_answered_without_an_external_address() {
-    let mut gw = Gw::without_address();
+    let config = natpmp_pcp_core::GatewayConfig {
+        pcp: false,
+        ..gateway_config(Default::default())
+    };
+    let mut gw = Gw::without_address_config(config);
     gw.advance_secs(8);
     let r = gw.reply(A, &[0x02, 0x01]);
     assert_bytes(&r, &unsupported_version_reply(8));
 }
 
 #[test]
-fn reply_buffer_is_cleared_before_the_reply_is_written() {
-    // `handle` writes into a caller-owned buffer: leftovers from a previous, longer reply must
-    // not leak into a shorter one.
-    let mut server = Server::new(ServerConfig::default(), T0);
-    let mut changes = Vec::new();
-    server.set_external_address(T0, Some(EXT), &mut changes);
-    let mut reply = vec![0xEEu8; 2000];
-    let out = server.handle(T0, A, &[0x00, 0x00], &mut reply, &mut changes);
-    assert_eq!(out, Outcome::Reply);
-    assert_bytes(&reply, &addr_reply(SUCCESS, 0, EXT));
+fn unsupported_version_is_answered_without_an_external_address_when_pcp_is_on() {
+    // With PCP on, `02 01` is a PCP request too short to answer (§4 case 18); version 1 gets
+    // UNSUPP_VERSION with the epoch, address or not.
+    let mut gw = Gw::without_address();
+    gw.advance_secs(8);
+    gw.assert_dropped(A, &[0x02, 0x01]);
+    let r = gw.reply(A, &[0x01, 0x01]);
+    assert_bytes(&r, &pcp_unsupported_version_reply(&[0x01, 0x01], 8));
+}
 
+#[test]
+fn reply_buffer_is_cleared_before_the_reply_is_written() {
+    // `handle_datagrams` appends to a caller-owned vector: what is already there stays as it
+    // was, and leftovers from a previous, longer reply never leak into a shorter one, within
+    // one batch or across batches.
+    let mut gw = Gw::natpmp_only();
+    let junk = Outgoing {
+        payload: vec![0xEE; 2000],
+        from: v4(GW_LAN),
+        ifindex: 9,
+        to: SocketAddr::new(v4(B), 1),
+    };
+    let mut out = vec![junk.clone()];
     let mut long = vec![0u8; 1100];
     long[1] = 0x33;
-    let out = server.handle(T0, A, &long, &mut reply, &mut changes);
-    assert_eq!(out, Outcome::Reply);
-    assert_eq!(reply.len(), 1100);
-    let out = server.handle(T0, A, &[0x07, 0x00], &mut reply, &mut changes);
-    assert_eq!(out, Outcome::Reply);
-    assert_bytes(&reply, &unsupported_version_reply(0));
+    let source = SocketAddr::new(v4(A), 40000);
+    let datagram = |payload| Datagram {
+        source,
+        destination: IpAddr::V4(GW_LAN),
+        ifindex: LAN_INDEX,
+        payload,
+    };
+    let requests: [&[u8]; 3] = [&[0x00, 0x00], &long, &[0x07, 0x00]];
+    gw.gateway
+        .handle_datagrams(T0, requests.iter().map(|r| datagram(r)), &mut out);
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0], junk);
+    assert_bytes(&out[1].payload, &addr_reply(SUCCESS, 0, EXT));
+    assert_eq!(out[2].payload.len(), 1100);
+    assert_bytes(&out[3].payload, &unsupported_version_reply(0));
+    // Again in separate batches, longest first, into the same vector.
+    for r in [&long[..], &[0x07, 0x00], &[0x00, 0x00]] {
+        gw.gateway.handle_datagrams(T0, [datagram(r)], &mut out);
+    }
+    assert_eq!(out.len(), 7);
+    assert_eq!(out[4].payload.len(), 1100);
+    assert_bytes(&out[5].payload, &unsupported_version_reply(0));
+    assert_bytes(&out[6].payload, &addr_reply(SUCCESS, 0, EXT));
+    for o in &out[1..] {
+        assert_eq!((o.to, o.from, o.ifindex), (source, v4(GW_LAN), LAN_INDEX));
+    }
 }
 
 #[test]
@@ -328,4 +456,46 @@ fn supported_opcodes_reply_with_128_plus_opcode() {
     // Error replies too.
     assert_eq!(gw.reply(A, &map_request(UDP, 0, 0, 60))[1], 0x81);
     assert_eq!(gw.reply(A, &map_request(TCP, 0, 0, 60))[1], 0x82);
+}
+
+#[test]
+fn requests_not_from_the_lan_to_the_gateway_are_dropped_unanswered() {
+    // rfc-checklist §2 A, RFC 6886 §3.3, RFC 6887 §8.2: only datagrams that came in on an
+    // internal interface, addressed to one of its own addresses, from a host on its subnets,
+    // are answered. The rest (the external side included) get no reply and change nothing.
+    let mut gw = Gw::new();
+    let create = map_request(TCP, 8080, 8080, 7200);
+    let from_a = SocketAddr::new(v4(A), 40000);
+    let broadcast = v4(std::net::Ipv4Addr::new(192, 168, 88, 255));
+    let multicast = v4(std::net::Ipv4Addr::new(224, 0, 0, 1));
+    for (source, destination, ifindex) in [
+        (SocketAddr::new(v4(OFF_LAN), 40000), v4(GW_LAN), LAN_INDEX),
+        (from_a, v4(EXT), WAN_INDEX),
+        (from_a, v4(GW_LAN), WAN_INDEX),
+        (from_a, broadcast, LAN_INDEX),
+        (from_a, multicast, LAN_INDEX),
+        (SocketAddr::new(v4(EXT2), 40000), v4(EXT), WAN_INDEX),
+    ] {
+        for req in [&create[..], &addr_request()[..]] {
+            let out = gw.deliver(&[(source, destination, ifindex, req)]);
+            assert!(
+                out.is_empty(),
+                "answered {source} -> {destination} on {ifindex}: {out:?}"
+            );
+            assert!(gw.changes.is_empty());
+        }
+    }
+    assert!(gw.mappings().is_empty());
+    assert!(gw.elements().is_empty());
+    // The same request from the LAN, to the gateway, is answered, from the address it went to.
+    let out = gw.deliver(&[(from_a, v4(GW_LAN), LAN_INDEX, &create)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].to, out[0].from, out[0].ifindex),
+        (from_a, v4(GW_LAN), LAN_INDEX)
+    );
+    assert_bytes(
+        &out[0].payload,
+        &map_reply(TCP, SUCCESS, 0, 8080, 8080, 7200),
+    );
 }

@@ -2,27 +2,45 @@
 
 mod common;
 use common::*;
-use natpmp_pcp_core::{Server, ServerConfig, Timestamp};
+use natpmp_pcp_core::{EngineConfig, FakeForwarder, Gateway, Timestamp};
 use std::net::Ipv4Addr;
+
+fn fresh_gateway(origin: Timestamp) -> Gateway<FakeForwarder> {
+    Gateway::new(
+        gateway_config(EngineConfig::default()),
+        FakeForwarder::new(),
+        origin,
+    )
+}
 
 #[test]
 fn epoch_starts_at_server_creation() {
     let origin = Timestamp::from_secs(777_777);
-    let server = Server::new(ServerConfig::default(), origin);
-    assert_eq!(server.epoch_seconds(origin), 0);
-    assert_eq!(server.epoch_seconds(origin + secs(10)), 10);
+    let gateway = fresh_gateway(origin);
+    let engine = gateway.engine();
+    assert_eq!(engine.epoch_seconds(origin), 0);
+    assert_eq!(engine.epoch_seconds(origin + secs(10)), 10);
     assert_eq!(
-        server.epoch_seconds(origin + secs(86_400 * 30)),
+        engine.epoch_seconds(origin + secs(86_400 * 30)),
         86_400 * 30
     );
+    // And so does the epoch of a gateway started there, with its address.
+    let (gw, _) = Gw::started(
+        gateway_config(EngineConfig::default()),
+        origin,
+        Some(EXT),
+        None,
+    );
+    assert_eq!(gw.gateway.engine().epoch_seconds(origin + secs(10)), 10);
 }
 
 #[test]
 fn epoch_counts_whole_seconds_elapsed() {
-    let server = Server::new(ServerConfig::default(), T0);
-    assert_eq!(server.epoch_seconds(T0 + ms(999)), 0);
-    assert_eq!(server.epoch_seconds(T0 + ms(1000)), 1);
-    assert_eq!(server.epoch_seconds(T0 + ms(10_999)), 10);
+    let gateway = fresh_gateway(T0);
+    let engine = gateway.engine();
+    assert_eq!(engine.epoch_seconds(T0 + ms(999)), 0);
+    assert_eq!(engine.epoch_seconds(T0 + ms(1000)), 1);
+    assert_eq!(engine.epoch_seconds(T0 + ms(10_999)), 10);
 }
 
 #[test]
@@ -33,18 +51,14 @@ fn epoch_does_not_depend_on_the_time_origin() {
         Timestamp::from_millis(1),
         Timestamp::from_secs(4_000_000_000),
     ] {
-        let mut s = Server::new(ServerConfig::default(), origin);
-        let mut changes = Vec::new();
-        s.set_external_address(origin, Some(EXT), &mut changes);
-        let mut reply = Vec::new();
-        s.handle(
-            origin + secs(3),
-            A,
-            &addr_request(),
-            &mut reply,
-            &mut changes,
+        let (mut gw, _) = Gw::started(
+            gateway_config(EngineConfig::default()),
+            origin,
+            Some(EXT),
+            None,
         );
-        assert_bytes(&reply, &addr_reply(SUCCESS, 3, EXT));
+        gw.advance_secs(3);
+        assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(SUCCESS, 3, EXT));
     }
 }
 
@@ -65,14 +79,24 @@ fn two_requests_10_seconds_apart_differ_by_10() {
 #[test]
 fn error_replies_carry_the_current_sssoe() {
     // §2 E item 24, §2 I item 49, §4 case 69: every reply, errors included.
-    let mut gw = Gw::with_config(ServerConfig {
+    let mut gw = Gw::with_engine(EngineConfig {
         max_mappings_per_client: 1,
-        ..ServerConfig::default()
+        ..EngineConfig::default()
     });
     gw.advance_secs(123);
     gw.map_ok(A, UDP, 1, 0, 60);
-    // Unsupported version.
-    assert_bytes(&gw.reply(A, &[0x01, 0x00]), &unsupported_version_reply(123));
+    // Unsupported version: PCP's format (PCP is on), the epoch in bytes 8–11.
+    assert_bytes(
+        &gw.reply(A, &[0x01, 0x00]),
+        &pcp_unsupported_version_reply(&[0x01, 0x00], 123),
+    );
+    // And P5 from a NAT-PMP-only server.
+    let mut pmp = Gw::natpmp_only();
+    pmp.advance_secs(123);
+    assert_bytes(
+        &pmp.reply(A, &[0x01, 0x00]),
+        &unsupported_version_reply(123),
+    );
     // Unsupported opcode.
     assert_bytes(
         &gw.reply(A, &[0x00, 0x09]),
@@ -117,7 +141,7 @@ fn getting_an_external_address_resets_the_epoch() {
     let mut gw = Gw::without_address();
     gw.advance_secs(100);
     gw.set_address(Some(EXT));
-    assert_eq!(gw.server.epoch_seconds(gw.now), 0);
+    assert_eq!(gw.epoch(), 0);
     gw.advance_secs(5);
     assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(SUCCESS, 5, EXT));
 }
@@ -129,7 +153,7 @@ fn changing_the_external_address_resets_the_epoch() {
     gw.advance_secs(1000);
     gw.set_address(Some(EXT2));
     gw.advance_secs(3);
-    assert_eq!(gw.server.epoch_seconds(gw.now), 3);
+    assert_eq!(gw.epoch(), 3);
     assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(SUCCESS, 3, EXT2));
 }
 
@@ -139,21 +163,20 @@ fn losing_the_external_address_resets_the_epoch() {
     gw.advance_secs(1000);
     gw.set_address(None);
     gw.advance_secs(2);
-    assert_eq!(gw.server.epoch_seconds(gw.now), 2);
+    assert_eq!(gw.epoch(), 2);
 }
 
 #[test]
 fn setting_the_same_address_again_does_not_reset_the_epoch() {
     let mut gw = Gw::new();
     gw.advance_secs(500);
-    let mut changes = Vec::new();
-    gw.server
-        .set_external_address(gw.now, Some(EXT), &mut changes);
+    gw.set_interfaces(interfaces(Some(EXT)));
     assert!(
-        changes.is_empty(),
-        "no change, nothing to stage: {changes:?}"
+        gw.changes.is_empty(),
+        "no change, nothing to stage: {:?}",
+        gw.changes
     );
-    assert_eq!(gw.server.epoch_seconds(gw.now), 500);
+    assert_eq!(gw.epoch(), 500);
     gw.advance_secs(1);
     assert_bytes(
         &gw.reply(A, &addr_request()),
@@ -167,9 +190,8 @@ fn reset_restarts_the_epoch_at_zero() {
     let mut gw = Gw::new();
     gw.map_ok(A, TCP, 1, 0, 600);
     gw.advance_secs(400);
-    gw.changes.clear();
-    gw.server.reset(gw.now, &mut gw.changes);
-    assert_eq!(gw.server.epoch_seconds(gw.now), 0);
+    gw.reset();
+    assert_eq!(gw.epoch(), 0);
     gw.advance_secs(2);
     assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(SUCCESS, 2, EXT));
 }
@@ -183,7 +205,8 @@ fn mapping_activity_does_not_touch_the_epoch() {
     gw.map_ok(A, UDP, 2, 0, 1);
     gw.advance_secs(4);
     gw.timeout();
-    assert_eq!(gw.server.epoch_seconds(gw.now), 7);
+    assert_eq!(gw.epoch(), 7);
+    assert_bytes(&gw.reply(A, &addr_request()), &addr_reply(SUCCESS, 7, EXT));
 }
 
 #[test]
@@ -191,7 +214,16 @@ fn new_server_restarts_the_epoch() {
     // §4 case 65 (restart): a new engine starts at 0 whatever the old one had reached.
     let mut gw = Gw::new();
     gw.advance_secs(10_000);
-    let server = Server::new(ServerConfig::default(), gw.now);
-    assert_eq!(server.epoch_seconds(gw.now), 0);
-    assert_eq!(gw.server.epoch_seconds(gw.now), 10_000);
+    let (mut restarted, _) = Gw::started(
+        gateway_config(EngineConfig::default()),
+        gw.now,
+        Some(EXT),
+        None,
+    );
+    assert_eq!(restarted.epoch(), 0);
+    assert_bytes(
+        &restarted.reply(A, &addr_request()),
+        &addr_reply(SUCCESS, 0, EXT),
+    );
+    assert_eq!(gw.epoch(), 10_000);
 }

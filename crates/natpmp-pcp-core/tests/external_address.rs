@@ -23,6 +23,7 @@ fn external_address_request_stages_no_changes_and_creates_nothing() {
     gw.reply(A, &addr_request());
     assert!(gw.changes.is_empty());
     assert!(gw.mappings().is_empty());
+    assert!(gw.elements().is_empty());
 }
 
 #[test]
@@ -88,11 +89,11 @@ fn external_address_is_the_same_for_every_client() {
 #[test]
 fn server_reports_the_address_it_was_given() {
     let mut gw = Gw::without_address();
-    assert_eq!(gw.server.external_address(), None);
+    assert_eq!(gw.gateway.engine().external_address(), None);
     gw.set_address(Some(EXT));
-    assert_eq!(gw.server.external_address(), Some(EXT));
+    assert_eq!(gw.gateway.engine().external_address(), Some(EXT));
     gw.set_address(Some(EXT2));
-    assert_eq!(gw.server.external_address(), Some(EXT2));
+    assert_eq!(gw.gateway.engine().external_address(), Some(EXT2));
     gw.set_address(None);
-    assert_eq!(gw.server.external_address(), None);
+    assert_eq!(gw.gateway.engine().external_address(), None);
 }

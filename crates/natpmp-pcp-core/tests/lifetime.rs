@@ -3,11 +3,12 @@
 
 mod common;
 use common::*;
-use natpmp_pcp_core::{Change, Server, ServerConfig, Timestamp};
+use natpmp_pcp_core::{Change, EngineConfig, FakeForwarder, Gateway, Timestamp};
 
-/// Run past the announcement train so `poll_timeout` only reflects mappings.
-fn gw_after_announcements(config: ServerConfig) -> Gw {
-    let mut gw = Gw::with_config(config);
+/// Run past the announcement trains (and the lease save after start) so `poll_timeout` only
+/// reflects mappings.
+fn gw_after_announcements(config: EngineConfig) -> Gw {
+    let mut gw = Gw::with_engine(config);
     gw.advance_secs(200);
     while gw.announcement().is_some() {}
     gw
@@ -27,22 +28,24 @@ fn granted_lifetime_is_the_requested_one_up_to_the_maximum() {
         let r = gw.reply(A, &map_request(UDP, iport, 0, asked));
         let m = parse_map_reply(&r);
         assert_eq!(m.lifetime, granted, "asked {asked}");
-        assert_eq!(adds(&gw.changes)[0].timeout, secs(u64::from(granted) + 2));
+        let a = adds(&gw.changes);
+        assert_eq!(a.len(), 2);
+        assert!(
+            a.iter().all(|(_, t)| *t == secs(u64::from(granted) + 2)),
+            "{a:?}"
+        );
     }
 }
 
 #[test]
 fn configured_max_lifetime_caps_the_grant() {
-    let mut gw = Gw::with_config(ServerConfig {
+    let mut gw = Gw::with_engine(EngineConfig {
         max_lifetime: 3600,
-        ..ServerConfig::default()
+        ..EngineConfig::default()
     });
     let r = gw.reply(A, &map_request(TCP, 8080, 8080, 7200));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 0, 8080, 8080, 3600));
-    assert_eq!(
-        gw.changes,
-        vec![Change::Add(forward(TCP, EXT, 8080, A, 8080, 3600))]
-    );
+    assert_same_changes(&gw.changes, &created(TCP, EXT, 8080, A, 8080, 3600));
 }
 
 #[test]
@@ -56,9 +59,9 @@ fn lifetime_1_is_granted_1_and_expires_one_second_later() {
     assert!(gw.mapping(A, UDP, 4000).is_some());
     gw.advance_ms(1);
     let c = gw.timeout();
-    assert_eq!(c.len(), 1, "{c:?}");
-    assert_is_remove_of(&c[0], &forward(UDP, EXT, 4000, A, 4000, 1));
+    assert_same_changes(&c, &removed(UDP, EXT, 4000, A, 4000));
     assert!(gw.mappings().is_empty());
+    assert!(gw.elements().is_empty());
 }
 
 #[test]
@@ -70,31 +73,30 @@ fn lifetime_0xffffffff_is_capped_and_expires_when_the_reply_said() {
     let start = gw.now;
     gw.now = Timestamp::from_millis(start.as_millis() + 86_400_000 - 1);
     assert!(gw.timeout().is_empty());
-    assert_eq!(gw.mapping(A, TCP, 22).unwrap().expires_in, 0);
+    // 1 ms left: whole seconds rounded up, so a live mapping never shows 0 s left.
+    assert_eq!(gw.mapping(A, TCP, 22).unwrap().expires_in, 1);
+    assert_eq!(gw.elements(), pair(TCP, EXT, 2222, A, 22));
     gw.now = start + secs(86400);
-    assert_eq!(gw.timeout().len(), 1);
+    assert_same_changes(&gw.timeout(), &removed(TCP, EXT, 2222, A, 22));
     assert!(gw.mappings().is_empty());
 }
 
 #[test]
 fn lifetime_0xffffffff_with_unlimited_maximum_does_not_overflow() {
-    let mut gw = Gw::with_config(ServerConfig {
+    let mut gw = Gw::with_engine(EngineConfig {
         max_lifetime: u32::MAX,
-        ..ServerConfig::default()
+        ..EngineConfig::default()
     });
     let r = gw.reply(A, &map_request(UDP, 9, 9999, u32::MAX));
     assert_bytes(&r, &map_reply(UDP, SUCCESS, 0, 9, 9999, u32::MAX));
-    assert_eq!(
-        gw.changes,
-        vec![Change::Add(forward(UDP, EXT, 9999, A, 9, u32::MAX))]
-    );
-    let pt = gw.server.poll_timeout().expect("something is pending");
+    assert_same_changes(&gw.changes, &created(UDP, EXT, 9999, A, 9, u32::MAX));
+    let pt = gw.poll_timeout().expect("something is pending");
     assert!(pt <= T0 + secs(u64::from(u32::MAX)));
     gw.advance_secs(365 * 24 * 3600);
     assert!(gw.timeout().is_empty());
     assert_eq!(gw.mapping(A, UDP, 9).unwrap().lifetime, u32::MAX);
     gw.now = T0 + secs(u64::from(u32::MAX));
-    assert_eq!(gw.timeout().len(), 1);
+    assert_same_changes(&gw.timeout(), &removed(UDP, EXT, 9999, A, 9));
 }
 
 #[test]
@@ -109,10 +111,9 @@ fn mapping_expires_exactly_at_the_end_of_its_lifetime_not_before() {
     assert_eq!(gw.mappings().len(), 1);
     gw.now = t + secs(60);
     let c = gw.timeout();
-    assert_eq!(c.len(), 1, "{c:?}");
-    assert_is_remove_of(&c[0], &forward(TCP, EXT, 8080, A, 8080, 60));
+    assert_same_changes(&c, &removed(TCP, EXT, 8080, A, 8080));
     assert!(gw.mappings().is_empty());
-    assert!(gw.server.forwards(gw.now).is_empty());
+    assert!(gw.elements().is_empty());
     // Nothing is removed twice.
     gw.advance_secs(1);
     assert!(gw.timeout().is_empty());
@@ -126,14 +127,15 @@ fn late_handle_timeout_expires_everything_due() {
     gw.map_ok(C, UDP, 3, 0, 30);
     gw.advance_secs(25);
     let c = gw.timeout();
-    assert_eq!(c.len(), 2, "{c:?}");
+    assert_eq!(c.len(), 4, "{c:?}");
     assert!(c.iter().all(|c| matches!(c, Change::Remove(_))));
     let left: Vec<_> = gw
         .mappings()
         .iter()
         .map(|m| (m.client, m.internal_port))
         .collect();
-    assert_eq!(left, vec![(C, 3)]);
+    assert_eq!(left, vec![(v4(C), 3)]);
+    assert_eq!(gw.elements(), gw.elements_of_views());
 }
 
 #[test]
@@ -143,20 +145,20 @@ fn only_expired_mappings_are_removed() {
     gw.map_ok(A, UDP, 1001, 31001, 20);
     gw.advance_secs(10);
     let c = gw.timeout();
-    assert_eq!(c.len(), 1);
-    assert_is_remove_of(&c[0], &forward(UDP, EXT, 31000, A, 1000, 10));
+    assert_same_changes(&c, &removed(UDP, EXT, 31000, A, 1000));
+    assert_eq!(gw.elements(), pair(UDP, EXT, 31001, A, 1001));
     let v = gw.mapping(A, UDP, 1001).unwrap();
     assert_eq!(v.expires_in, 10);
 }
 
 #[test]
 fn poll_timeout_is_never_later_than_the_next_expiry() {
-    let mut gw = gw_after_announcements(ServerConfig::default());
-    assert_eq!(gw.server.poll_timeout(), None, "nothing pending");
+    let mut gw = gw_after_announcements(EngineConfig::default());
+    assert_eq!(gw.poll_timeout(), None, "nothing pending");
     let t = gw.now;
     gw.map_ok(A, TCP, 1, 0, 300);
     gw.map_ok(A, TCP, 2, 0, 100);
-    let pt = gw.server.poll_timeout().expect("a mapping is pending");
+    let pt = gw.poll_timeout().expect("a mapping is pending");
     assert!(
         pt <= t + secs(100),
         "poll_timeout {pt:?} after expiry {:?}",
@@ -168,7 +170,7 @@ fn poll_timeout_is_never_later_than_the_next_expiry() {
 #[test]
 fn driving_by_poll_timeout_expires_each_mapping_on_time() {
     // The daemon's loop: sleep until poll_timeout, call handle_timeout.
-    let mut gw = gw_after_announcements(ServerConfig::default());
+    let mut gw = gw_after_announcements(EngineConfig::default());
     let t = gw.now;
     let lifetimes = [5u32, 17, 17, 60, 3600];
     for (i, l) in lifetimes.iter().enumerate() {
@@ -176,24 +178,26 @@ fn driving_by_poll_timeout_expires_each_mapping_on_time() {
     }
     let mut removed_at = Vec::new();
     for _ in 0..1000 {
-        let Some(next) = gw.server.poll_timeout() else {
+        let Some(next) = gw.poll_timeout() else {
             break;
         };
         // A deadline already past means "now" (the daemon would not sleep).
         gw.now = next.max(gw.now);
         let c = gw.timeout();
         for ch in &c {
-            let f = ch.forward();
-            let l = lifetimes[(f.internal_port - 100) as usize];
-            removed_at.push((f.internal_port, gw.now));
+            let iport = ch.element().internal().port();
+            let l = lifetimes[(iport - 100) as usize];
+            if matches!(ch, Change::Remove(natpmp_pcp_core::Element::Inbound { .. })) {
+                removed_at.push((iport, gw.now));
+            }
+            assert!(!ch.is_add(), "expiry added {ch}");
             assert_eq!(
                 gw.now,
                 t + secs(u64::from(l)),
-                "port {} removed at the wrong time",
-                f.internal_port
+                "port {iport} removed at the wrong time"
             );
         }
-        if c.is_empty() && gw.server.poll_timeout().is_some_and(|p| p <= gw.now) {
+        if c.is_empty() && gw.poll_timeout().is_some_and(|p| p <= gw.now) {
             panic!(
                 "poll_timeout {:?} reports work that handle_timeout does not do",
                 gw.now
@@ -202,6 +206,7 @@ fn driving_by_poll_timeout_expires_each_mapping_on_time() {
     }
     assert_eq!(removed_at.len(), lifetimes.len());
     assert!(gw.mappings().is_empty());
+    assert!(gw.elements().is_empty());
 }
 
 #[test]
@@ -218,7 +223,7 @@ fn renewal_extends_the_expiry() {
     );
     assert_eq!(gw.mapping(A, UDP, 5060).unwrap().expires_in, 50);
     gw.now = t + secs(110);
-    assert_eq!(gw.timeout().len(), 1);
+    assert_same_changes(&gw.timeout(), &removed(UDP, EXT, 5060, A, 5060));
 }
 
 #[test]
@@ -231,7 +236,7 @@ fn renewal_with_a_shorter_lifetime_shortens_the_expiry() {
     let r = gw.reply(A, &map_request(TCP, 8080, 8080, 10));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 5, 8080, 8080, 10));
     gw.now = t + secs(15);
-    assert_eq!(gw.timeout().len(), 1);
+    assert_same_changes(&gw.timeout(), &removed(TCP, EXT, 8080, A, 8080));
     assert!(gw.mappings().is_empty());
 }
 
@@ -252,16 +257,24 @@ fn request_after_expiry_creates_a_fresh_mapping() {
     gw.timeout();
     let r = gw.reply(A, &map_request(UDP, 4500, 4500, 20));
     assert_bytes(&r, &map_reply(UDP, SUCCESS, 11, 4500, 4500, 20));
-    assert_eq!(
-        gw.changes,
-        vec![Change::Add(forward(UDP, EXT, 4500, A, 4500, 20))]
-    );
+    assert_same_changes(&gw.changes, &created(UDP, EXT, 4500, A, 4500, 20));
 }
 
 #[test]
 fn fresh_server_has_nothing_pending() {
-    let server = Server::new(ServerConfig::default(), T0);
-    assert_eq!(server.poll_timeout(), None);
-    assert!(server.mappings(T0).is_empty());
-    assert!(server.forwards(T0).is_empty());
+    // A gateway not started yet has no timer and no mapping, and touched no kernel.
+    let kernel = FakeForwarder::new();
+    let gateway = Gateway::new(gateway_config(EngineConfig::default()), kernel.clone(), T0);
+    assert_eq!(gateway.poll_timeout(), None);
+    assert!(gateway.mappings(T0).is_empty());
+    assert!(kernel.elements().is_empty());
+    assert!(kernel.applied().is_empty());
+    // Started, once its start-up announcements and lease save are done, the same.
+    let mut gw = gw_after_announcements(EngineConfig::default());
+    assert_eq!(gw.poll_timeout(), None);
+    assert!(gw.mappings().is_empty());
+    assert!(gw.elements().is_empty());
+    gw.advance_secs(100_000);
+    assert!(gw.timeout().is_empty());
+    assert!(gw.out.is_empty());
 }

@@ -1,10 +1,11 @@
 //! Creating and renewing mappings, opcodes 1 and 2 (rfc-checklist §2 F items 27–35, §2 I 49,
-//! §4 cases 45, 46, 48, 49, 58, 62), the mapping view and the forwards.
+//! §4 cases 45, 46, 48, 49, 58, 62), the mapping view and the kernel elements.
 
 mod common;
 use common::*;
-use natpmp_pcp_core::{Change, MappingView, Protocol, ServerConfig};
-use std::net::Ipv4Addr;
+use natpmp_pcp_core::view::{MappingKind, Via};
+use natpmp_pcp_core::{Element, EngineConfig, MappingView, Protocol};
+use std::net::IpAddr;
 
 #[test]
 fn tcp_map_request_example_from_checklist_is_granted_as_asked() {
@@ -26,14 +27,18 @@ fn tcp_map_request_example_from_checklist_is_granted_as_asked() {
 
 #[test]
 fn create_stages_one_add_with_timeout_two_seconds_past_the_lifetime() {
+    // One transaction adding the mapping's two elements (outbound rewrite and inbound
+    // translation), each with timeout = lifetime + 2 s.
     let mut gw = Gw::new();
+    let mut held = Vec::new();
     for (op, iport, eport, life) in [(UDP, 5000u16, 40000u16, 3600u32), (TCP, 6000, 41000, 120)] {
         let r = gw.reply(B, &map_request(op, iport, eport, life));
         assert_bytes(&r, &map_reply(op, SUCCESS, 0, iport, eport, life));
-        assert_eq!(
-            gw.changes,
-            vec![Change::Add(forward(op, EXT, eport, B, iport, life))]
-        );
+        assert_eq!(gw.transactions.len(), 1, "{:?}", gw.transactions);
+        assert_same_changes(&gw.changes, &created(op, EXT, eport, B, iport, life));
+        held.extend(pair(op, EXT, eport, B, iport));
+        held.sort();
+        assert_eq!(gw.elements(), held);
     }
 }
 
@@ -43,9 +48,9 @@ fn mapping_internal_address_is_the_request_source() {
     let mut gw = Gw::new();
     gw.map_ok(C, UDP, 7000, 7000, 60);
     let f = adds(&gw.changes);
-    assert_eq!(f.len(), 1);
-    assert_eq!(f[0].internal_addr, C);
-    assert_eq!(gw.mapping(C, UDP, 7000).expect("mapping").client, C);
+    assert_eq!(f.len(), 2);
+    assert!(f.iter().all(|(e, _)| *e.internal().ip() == C), "{f:?}");
+    assert_eq!(gw.mapping(C, UDP, 7000).expect("mapping").client, v4(C));
 }
 
 #[test]
@@ -56,13 +61,9 @@ fn udp_mapping_creates_no_tcp_mapping() {
     assert!(gw
         .changes
         .iter()
-        .all(|c| c.forward().protocol == Protocol::Udp));
+        .all(|c| c.element().protocol() == Protocol::Udp));
     assert!(gw.mapping(A, TCP, 4000).is_none());
-    assert!(gw
-        .server
-        .forwards(gw.now)
-        .iter()
-        .all(|f| f.protocol == Protocol::Udp));
+    assert!(gw.elements().iter().all(|e| e.protocol() == Protocol::Udp));
 }
 
 #[test]
@@ -72,8 +73,9 @@ fn tcp_mapping_creates_no_udp_mapping() {
     assert!(gw
         .changes
         .iter()
-        .all(|c| c.forward().protocol == Protocol::Tcp));
+        .all(|c| c.element().protocol() == Protocol::Tcp));
     assert!(gw.mapping(A, UDP, 4000).is_none());
+    assert!(gw.elements().iter().all(|e| e.protocol() == Protocol::Tcp));
 }
 
 #[test]
@@ -100,12 +102,9 @@ fn suggested_port_held_by_another_client_gets_a_different_nonzero_port() {
         assert_eq!(m.result, SUCCESS);
         assert_ne!(m.eport, 0);
         assert_ne!(m.eport, 8080);
-        assert!(gw.config.port_range.contains(&m.eport));
+        assert!(gw.config().engine.port_range.contains(&m.eport));
         assert_eq!(m.iport, 8080);
-        assert_eq!(
-            gw.changes,
-            vec![Change::Add(forward(op, EXT, m.eport, B, 8080, 7200))]
-        );
+        assert_same_changes(&gw.changes, &created(op, EXT, m.eport, B, 8080, 7200));
         // A's mapping untouched.
         assert_eq!(gw.mapping(A, op, 8080).unwrap().external_port, 8080);
     }
@@ -193,16 +192,21 @@ fn same_client_same_internal_port_gets_the_existing_port_whatever_it_suggests() 
     // §2 F item 31, §4 case 46: Remove(old) then Add(new), lifetime refreshed.
     let mut gw = Gw::new();
     assert_eq!(gw.map_ok(A, TCP, 8080, 8080, 7200), 8080);
-    let old = forward(TCP, EXT, 8080, A, 8080, 7200);
     gw.advance_secs(100);
     let r = gw.reply(A, &map_request(TCP, 8080, 9999, 3600));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 100, 8080, 8080, 3600));
-    assert_eq!(gw.changes.len(), 2, "{:?}", gw.changes);
-    assert_is_remove_of(&gw.changes[0], &old);
-    assert_eq!(
-        gw.changes[1],
-        Change::Add(forward(TCP, EXT, 8080, A, 8080, 3600))
-    );
+    // One transaction: both elements removed, then added again with the new timeout.
+    assert_eq!(gw.transactions.len(), 1, "{:?}", gw.transactions);
+    assert_eq!(gw.changes.len(), 4, "{:?}", gw.changes);
+    let mut want = removed(TCP, EXT, 8080, A, 8080);
+    want.extend(created(TCP, EXT, 8080, A, 8080, 3600));
+    assert_same_changes(&gw.changes, &want);
+    assert_removes_before_adds(&gw.changes);
+    assert_eq!(gw.elements(), pair(TCP, EXT, 8080, A, 8080));
+    assert!(gw
+        .kernel_elements()
+        .iter()
+        .all(|(_, t)| *t == secs(3600) + GRACE));
     assert_eq!(gw.mappings().len(), 1);
     let v = gw.mapping(A, TCP, 8080).unwrap();
     assert_eq!((v.lifetime, v.expires_in), (3600, 3600));
@@ -242,17 +246,13 @@ fn renewal_after_table_reset_gets_the_suggested_old_port() {
     let mut gw = Gw::new();
     let p = gw.map_ok(A, TCP, 8080, 0, 7200);
     gw.advance_secs(10);
-    gw.changes.clear();
-    gw.server.reset(gw.now, &mut gw.changes);
-    gw.epoch_start = gw.now;
+    gw.reset();
     assert!(gw.mappings().is_empty());
+    assert!(gw.elements().is_empty());
     gw.advance_secs(3);
     let r = gw.reply(A, &map_request(TCP, 8080, p, 7200));
     assert_bytes(&r, &map_reply(TCP, SUCCESS, 3, 8080, p, 7200));
-    assert_eq!(
-        gw.changes,
-        vec![Change::Add(forward(TCP, EXT, p, A, 8080, 7200))]
-    );
+    assert_same_changes(&gw.changes, &created(TCP, EXT, p, A, 8080, 7200));
 }
 
 #[test]
@@ -292,7 +292,7 @@ fn map_without_external_address_is_result_3_with_port_echoed() {
         }
     }
     assert!(gw.mappings().is_empty());
-    assert!(gw.server.forwards(gw.now).is_empty());
+    assert!(gw.elements().is_empty());
 }
 
 #[test]
@@ -303,18 +303,27 @@ fn mapping_view_shows_what_was_granted() {
     assert_eq!(
         gw.mapping(A, TCP, 8080).unwrap(),
         MappingView {
-            client: A,
+            client: v4(A),
             protocol: Protocol::Tcp,
             internal_port: 8080,
-            external_addr: Some(EXT),
+            external_addr: Some(v4(EXT)),
             external_port: 8081,
             lifetime: 7200,
             expires_in: 7200,
-            description: "NAT-PMP tcp 8080".to_string(),
+            via: Via::NatPmp,
+            kind: MappingKind::Map,
+            nonce_owned: false,
+            remote: None,
+            filters: Vec::new(),
+            description: None,
         }
     );
     assert_eq!(
-        gw.mapping(B, UDP, 53).unwrap().description,
+        gw.mapping(A, TCP, 8080).unwrap().comment_text(),
+        "NAT-PMP tcp 8080"
+    );
+    assert_eq!(
+        gw.mapping(B, UDP, 53).unwrap().comment_text(),
         "NAT-PMP udp 53"
     );
 }
@@ -346,55 +355,38 @@ fn mappings_are_sorted_by_client_protocol_and_internal_port() {
     for (client, op, iport) in order {
         gw.map_ok(client, op, iport, 0, 600);
     }
-    let got: Vec<(Ipv4Addr, Protocol, u16)> = gw
+    let got: Vec<(IpAddr, Protocol, u16)> = gw
         .mappings()
         .iter()
         .map(|m| (m.client, m.protocol, m.internal_port))
         .collect();
-    let mut expected: Vec<(Ipv4Addr, Protocol, u16)> =
-        order.iter().map(|&(c, op, p)| (c, proto(op), p)).collect();
+    let mut expected: Vec<(IpAddr, Protocol, u16)> = order
+        .iter()
+        .map(|&(c, op, p)| (v4(c), proto(op), p))
+        .collect();
     expected.sort();
     assert_eq!(got, expected);
-    assert_eq!(got[0].0, C);
+    assert_eq!(got[0].0, v4(C));
 }
 
 #[test]
 fn forwards_agree_with_mappings() {
+    // The kernel holds exactly the outbound and inbound element of every mapping the views
+    // show, and nothing else.
     let mut gw = Gw::new();
     gw.map_ok(A, TCP, 8080, 8080, 7200);
     gw.map_ok(A, UDP, 8080, 8080, 7200);
     gw.map_ok(B, UDP, 9, 0, 60);
-    let mut fwd: Vec<_> = gw
-        .server
-        .forwards(gw.now)
+    assert_eq!(gw.mappings().len(), 3);
+    assert_eq!(gw.elements(), gw.elements_of_views());
+    assert_eq!(gw.elements().len(), 6);
+    let outbound = gw
+        .elements()
         .iter()
-        .map(|f| {
-            (
-                f.protocol,
-                f.external_addr,
-                f.external_port,
-                f.internal_addr,
-                f.internal_port,
-            )
-        })
-        .collect();
-    let mut views: Vec<_> = gw
-        .mappings()
-        .iter()
-        .map(|m| {
-            (
-                m.protocol,
-                m.external_addr.unwrap(),
-                m.external_port,
-                m.client,
-                m.internal_port,
-            )
-        })
-        .collect();
-    fwd.sort();
-    views.sort();
-    assert_eq!(fwd, views);
-    assert_eq!(fwd.len(), 3);
+        .filter(|e| matches!(e, Element::Outbound { .. }))
+        .count();
+    assert_eq!(outbound, 3);
+    gw.assert_kernel_matches_engine();
 }
 
 #[test]
@@ -419,9 +411,9 @@ fn map_replies_carry_the_current_sssoe() {
 fn allocation_is_deterministic_for_a_given_seed() {
     // Same seed, same inputs -> same ports (the engine is deterministic).
     let run = |seed: u64| {
-        let mut gw = Gw::with_config(ServerConfig {
+        let mut gw = Gw::with_engine(EngineConfig {
             seed,
-            ..ServerConfig::default()
+            ..EngineConfig::default()
         });
         (1..=5u16)
             .map(|i| gw.map_ok(A, UDP, i, 0, 60))
@@ -429,4 +421,37 @@ fn allocation_is_deterministic_for_a_given_seed() {
     };
     assert_eq!(run(7), run(7));
     assert_eq!(run(0xDEAD_BEEF), run(0xDEAD_BEEF));
+}
+
+#[test]
+fn nat_pmp_request_for_a_pcp_owned_mapping_is_read_only() {
+    // rfc-checklist §3.13: a NAT-PMP request for a mapping PCP made (with a nonce) gets its
+    // external port and changes nothing: the lifetime is what is left, never more than asked,
+    // and a NAT-PMP delete of it is refused with result 2 and the port it keeps.
+    let mut gw = Gw::new();
+    let nonce = [7u8; 12];
+    let r = gw.reply(A, &pcp_map_request(A, 3600, nonce, 6, 8080, 0, [0; 16]));
+    assert_eq!((r[0], r[1], r[3]), (2, 0x81, PCP_SUCCESS), "{}", hex(&r));
+    let eport = u16::from_be_bytes([r[42], r[43]]);
+    let elements = gw.elements();
+    assert_eq!(elements, pair(TCP, EXT, eport, A, 8080));
+    gw.advance_secs(100);
+    // Renewal asking for more: the port, what is left (3500), no change in the kernel.
+    let r = gw.reply(A, &map_request(TCP, 8080, 1234, 7200));
+    assert_bytes(&r, &map_reply(TCP, SUCCESS, 100, 8080, eport, 3500));
+    assert!(gw.changes.is_empty(), "{:?}", gw.changes);
+    // Asking for less: never more than asked.
+    let r = gw.reply(A, &map_request(TCP, 8080, 0, 60));
+    assert_bytes(&r, &map_reply(TCP, SUCCESS, 100, 8080, eport, 60));
+    assert!(gw.changes.is_empty(), "{:?}", gw.changes);
+    // Delete: refused, the mapping stays.
+    let r = gw.reply(A, &map_request(TCP, 8080, 0, 0));
+    assert_bytes(&r, &map_reply(TCP, REFUSED, 100, 8080, eport, 0));
+    assert!(gw.changes.is_empty(), "{:?}", gw.changes);
+    // Delete-all: the PCP mapping stays, so the result is 2 as well.
+    let r = gw.reply(A, &map_request(TCP, 0, 0, 0));
+    assert_bytes(&r, &map_reply(TCP, REFUSED, 100, 0, 0, 0));
+    let v = gw.mapping(A, TCP, 8080).unwrap();
+    assert_eq!((v.via, v.lifetime, v.expires_in), (Via::Pcp, 3600, 3500));
+    assert_eq!(gw.elements(), elements);
 }

@@ -3,12 +3,12 @@
 
 mod common;
 use common::*;
-use natpmp_pcp_core::ServerConfig;
+use natpmp_pcp_core::EngineConfig;
 
 fn quota(n: usize) -> Gw {
-    Gw::with_config(ServerConfig {
+    Gw::with_engine(EngineConfig {
         max_mappings_per_client: n,
-        ..ServerConfig::default()
+        ..EngineConfig::default()
     })
 }
 
@@ -24,6 +24,7 @@ fn mapping_beyond_the_client_quota_gets_result_4() {
         assert!(gw.changes.is_empty());
     }
     assert_eq!(gw.mappings().len(), 2);
+    assert_eq!(gw.elements().len(), 4);
 }
 
 #[test]
@@ -142,6 +143,8 @@ fn many_back_to_back_requests_from_one_host_are_all_answered() {
     }
     assert!(ok > 0 && full > 0);
     assert_eq!(gw.mappings().len(), 256);
+    assert_eq!(gw.elements().len(), 512);
+    gw.assert_kernel_matches_engine();
 }
 
 #[test]
@@ -149,9 +152,9 @@ fn many_back_to_back_requests_from_one_host_are_all_answered() {
 fn empty_port_range_gives_result_4() {
     // A range with no port in it (start > end): "no free port in port_range -> result 4",
     // never a port outside the range.
-    let mut gw = Gw::with_config(ServerConfig {
+    let mut gw = Gw::with_engine(EngineConfig {
         port_range: 40005..=40000,
-        ..ServerConfig::default()
+        ..EngineConfig::default()
     });
     for suggested in [0u16, 40000, 40005, 40002] {
         let r = gw.reply(A, &map_request(TCP, 1, suggested, 60));
@@ -162,9 +165,9 @@ fn empty_port_range_gives_result_4() {
 
 #[test]
 fn range_of_only_port_zero_gives_result_4() {
-    let mut gw = Gw::with_config(ServerConfig {
+    let mut gw = Gw::with_engine(EngineConfig {
         port_range: 0..=0,
-        ..ServerConfig::default()
+        ..EngineConfig::default()
     });
     let r = gw.reply(A, &map_request(UDP, 1, 0, 60));
     assert_bytes(&r, &map_reply(UDP, OUT_OF_RESOURCES, 0, 1, 0, 0));

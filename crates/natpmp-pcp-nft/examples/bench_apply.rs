@@ -1,27 +1,55 @@
 //! Microseconds per element for `NftForwarder::apply`: N single-change transactions against
-//! one N-change transaction, for N = 100, 1000, 10000 (adds, then removes).
+//! one N-change transaction, for N = 100, 1000, 10000 (adds, then removes), for plain
+//! `inbound` elements and for `inbound_filtered` boxes (the interval map). Sizes can be given
+//! on the command line: `... --example bench_apply -- 10 100`.
 //!
 //! Run as root: `cargo run -p natpmp-pcp-nft --example bench_apply`. It works in a thread that
 //! unshares its network namespace first, so the host's ruleset is never touched.
 
-use natpmp_pcp_core::forward::{Change, Forward, Protocol};
-use natpmp_pcp_nft::{Forwarder, NftForwarder};
-use std::net::Ipv4Addr;
+use natpmp_pcp_core::kernel::{Change, Element, Forwarder, RemoteRange};
+use natpmp_pcp_core::Protocol;
+use natpmp_pcp_nft::NftForwarder;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-fn forwards(n: usize) -> Vec<Forward> {
+#[derive(Clone, Copy)]
+enum Kind {
+    Plain,
+    Filtered,
+}
+
+fn elements(kind: Kind, n: usize) -> Vec<Element> {
     (0..n)
-        .map(|i| Forward {
-            protocol: if i % 2 == 0 {
+        .map(|i| {
+            let protocol = if i % 2 == 0 {
                 Protocol::Udp
             } else {
                 Protocol::Tcp
-            },
-            external_addr: Ipv4Addr::new(203, 0, 113, 1),
-            external_port: 1024 + (i / 2) as u16,
-            internal_addr: Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8),
-            internal_port: 1024 + (i / 2) as u16,
-            timeout: Duration::from_secs(3600),
+            };
+            let external_port = 1024 + (i / 2) as u16;
+            let internal = SocketAddrV4::new(
+                Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8),
+                external_port,
+            );
+            match kind {
+                Kind::Plain => Element::Inbound {
+                    protocol,
+                    external_port,
+                    internal,
+                },
+                // A /24 of remotes, all ports: a FILTER's usual box.
+                Kind::Filtered => Element::FilteredInbound {
+                    protocol,
+                    external_port,
+                    remote: RemoteRange {
+                        first_addr: Ipv4Addr::new(198, 51, 100, 0),
+                        last_addr: Ipv4Addr::new(198, 51, 100, 255),
+                        first_port: 0,
+                        last_port: 65535,
+                    },
+                    internal,
+                },
+            }
         })
         .collect()
 }
@@ -30,10 +58,16 @@ fn per_element(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1e6 / n as f64
 }
 
-fn bench(f: &mut NftForwarder, n: usize) {
-    let fw = forwards(n);
-    let adds: Vec<Change> = fw.iter().copied().map(Change::Add).collect();
-    let removes: Vec<Change> = fw.iter().copied().map(Change::Remove).collect();
+fn bench(f: &mut NftForwarder, kind: Kind, n: usize) {
+    let elements = elements(kind, n);
+    let adds: Vec<Change> = elements
+        .iter()
+        .map(|&element| Change::Add {
+            element,
+            timeout: Duration::from_secs(3600),
+        })
+        .collect();
+    let removes: Vec<Change> = elements.iter().copied().map(Change::Remove).collect();
 
     let t = Instant::now();
     for c in &adds {
@@ -73,17 +107,25 @@ fn main() {
             );
             std::process::exit(1);
         }
+        let sizes: Vec<usize> = std::env::args()
+            .skip(1)
+            .map(|a| a.parse().expect("sizes are numbers"))
+            .collect();
+        let sizes = if sizes.is_empty() {
+            vec![100, 1000, 10000]
+        } else {
+            sizes
+        };
         let mut f = NftForwarder::new().expect("netlink socket");
         f.prepare("wan0").expect("prepare");
-        for clearing in [true, false] {
-            f.set_conntrack_clearing(clearing);
-            println!(
-                "\nmicroseconds per forward (2 map elements each); conntrack clearing {}",
-                if clearing { "on (default)" } else { "off" }
-            );
+        for (kind, what) in [
+            (Kind::Plain, "inbound elements"),
+            (Kind::Filtered, "inbound_filtered boxes (a /24 each)"),
+        ] {
+            println!("\nmicroseconds per element: {what}");
             println!("     N |     1/tx add  1/tx remove |     N/tx add  N/tx remove");
-            for n in [100, 1000, 10000] {
-                bench(&mut f, n);
+            for &n in &sizes {
+                bench(&mut f, kind, n);
             }
         }
         f.teardown().expect("teardown");

@@ -1,43 +1,61 @@
 //! Microseconds per `NftForwarder::check`, which the daemon polls every 2 seconds (and, for
-//! 10000 forwards, the cost of the `list()` that follows it and of a full rebuild): with 0 and
-//! 10000 forwards (its requests never return elements, so this should not matter), and with
+//! 10000 mappings, the cost of the `list()` that follows it and of a full rebuild): with 0 and
+//! 10000 mappings (its requests never return elements, so this should not matter), and with
 //! an operator table of 50 chains and 2000 rules beside ours (the chain dump cannot be
 //! filtered by table in the kernel, so other tables' chains are read and skipped).
 //!
 //! Run as root: `cargo run --release -p natpmp-pcp-nft --example bench_check`. It works in a
 //! thread that unshares its network namespace first, so the host's ruleset is never touched.
 
-use natpmp_pcp_core::forward::{Change, Forward, Protocol};
-use natpmp_pcp_nft::{Forwarder, Health, NftForwarder};
+use natpmp_pcp_core::kernel::{Change, Element, Forwarder, Health};
+use natpmp_pcp_core::Protocol;
+use natpmp_pcp_nft::NftForwarder;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Rounds of `check()` per measurement, and how many mappings; both can be given on the
+/// command line: `... --example bench_check -- 200 1000`.
 const ROUNDS: u32 = 2000;
+const MAPPINGS: usize = 10_000;
 
+/// `n` plain mappings: an `inbound` and an `outbound` element each.
 fn forwards(n: usize) -> Vec<Change> {
     (0..n)
-        .map(|i| {
-            Change::Add(Forward {
-                protocol: Protocol::Udp,
-                external_addr: Ipv4Addr::new(203, 0, 113, 1),
-                external_port: 1024 + i as u16,
-                internal_addr: Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8),
-                internal_port: 1024 + i as u16,
-                timeout: Duration::from_secs(3600),
-            })
+        .flat_map(|i| {
+            let port = 1024 + i as u16;
+            let internal = SocketAddrV4::new(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8), port);
+            let timeout = Duration::from_secs(3600);
+            [
+                Change::Add {
+                    element: Element::Inbound {
+                        protocol: Protocol::Udp,
+                        external_port: port,
+                        internal,
+                    },
+                    timeout,
+                },
+                Change::Add {
+                    element: Element::Outbound {
+                        internal,
+                        protocol: Protocol::Udp,
+                        external: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), port),
+                    },
+                    timeout,
+                },
+            ]
         })
         .collect()
 }
 
-fn measure(f: &mut NftForwarder, label: &str) {
+fn measure(f: &mut NftForwarder, rounds: u32, label: &str) {
     assert_eq!(f.check().expect("check"), Health::Intact);
     let t = Instant::now();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         assert_eq!(f.check().expect("check"), Health::Intact);
     }
-    let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+    let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
     println!("{label:<44} {us:>8.1} us per check()");
 }
 
@@ -79,32 +97,41 @@ fn main() {
             );
             std::process::exit(1);
         }
+        let mut args = std::env::args()
+            .skip(1)
+            .map(|a| a.parse().expect("a number"));
+        let rounds = args.next().map_or(ROUNDS, |r: usize| r as u32);
+        let n = args.next().unwrap_or(MAPPINGS);
         let mut f = NftForwarder::new().expect("netlink socket");
         f.prepare("wan0").expect("prepare");
-        measure(&mut f, "0 forwards");
-        f.apply(&forwards(10_000)).expect("add 10000 forwards");
-        measure(&mut f, "10000 forwards");
+        measure(&mut f, rounds, "0 mappings");
+        f.apply(&forwards(n)).expect("add the mappings");
+        measure(&mut f, rounds, &format!("{n} mappings"));
         // The other half of the daemon's drift check: listing every element to compare.
         let t = Instant::now();
         for _ in 0..20 {
-            assert_eq!(f.list().expect("list").len(), 10_000);
+            assert_eq!(f.list().expect("list").len(), 2 * n);
         }
         println!(
             "{:<44} {:>8.1} ms per list()",
-            "10000 forwards",
+            format!("{n} mappings ({} elements)", 2 * n),
             t.elapsed().as_secs_f64() * 1e3 / 20.0
         );
         // What a repair after `nft flush ruleset` costs: reload the table, re-add everything.
         let t = Instant::now();
         f.prepare("wan0").expect("prepare");
-        f.apply(&forwards(10_000)).expect("re-add 10000 forwards");
+        f.apply(&forwards(n)).expect("re-add the mappings");
         println!(
             "{:<44} {:>8.1} ms per rebuild",
-            "10000 forwards",
+            format!("{n} mappings"),
             t.elapsed().as_secs_f64() * 1e3
         );
         load(&operator_table());
-        measure(&mut f, "10000 forwards + operator table (2000 rules)");
+        measure(
+            &mut f,
+            rounds,
+            &format!("{n} mappings + operator table (2000 rules)"),
+        );
         f.teardown().expect("teardown");
     })
     .join()

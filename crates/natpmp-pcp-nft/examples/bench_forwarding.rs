@@ -22,16 +22,18 @@
 //! round; conntrack is flushed before each round. Any socket waits at most 1 s for an answer,
 //! and a missing answer ends the run.
 //!
-//! Run as root: `cargo run --release -p natpmp-pcp-nft --example bench_forwarding`. Everything
+//! Run as root: `cargo run --release -p natpmp-pcp-nft --example bench_forwarding` (other
+//! sizes on the command line: `... -- 1 100`; each N must be at least 1). Everything
 //! happens in anonymous network namespaces owned by threads of this process: the benchmark
 //! thread is the gateway, two more threads are an internet host and a LAN host on veth pairs.
 //! Nothing is named under /run/netns and the host's interfaces and ruleset are never touched;
 //! the namespaces vanish with the threads. A watchdog ends the process after 170 seconds.
 
-use natpmp_pcp_core::forward::{Change, Forward, Protocol};
-use natpmp_pcp_nft::{Forwarder, NftForwarder};
+use natpmp_pcp_core::kernel::{Change, Element, Forwarder};
+use natpmp_pcp_core::Protocol;
+use natpmp_pcp_nft::NftForwarder;
 use std::io::{ErrorKind, Write};
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -140,15 +142,28 @@ impl Drop for Echo {
     }
 }
 
-fn forward(port: u16) -> Forward {
-    Forward {
-        protocol: Protocol::Udp,
-        external_addr: WAN_ADDR,
-        external_port: port,
-        internal_addr: LAN_HOST,
-        internal_port: port,
-        timeout: Duration::from_secs(3600),
-    }
+/// One UDP mapping of `port` to the LAN host's same port: its two elements.
+fn forward(port: u16) -> [Change; 2] {
+    let internal = SocketAddrV4::new(LAN_HOST, port);
+    let timeout = Duration::from_secs(3600);
+    [
+        Change::Add {
+            element: Element::Inbound {
+                protocol: Protocol::Udp,
+                external_port: port,
+                internal,
+            },
+            timeout,
+        },
+        Change::Add {
+            element: Element::Outbound {
+                internal,
+                protocol: Protocol::Udp,
+                external: SocketAddrV4::new(WAN_ADDR, port),
+            },
+            timeout,
+        },
+    ]
 }
 
 fn linear_rule(port: u16) -> String {
@@ -283,16 +298,15 @@ struct Row {
 fn maps_style(f: &mut NftForwarder, inet: &Host, lan: &Host, n: usize) -> Row {
     f.prepare(WAN).expect("prepare");
     let adds: Vec<Change> = (0..n)
-        .map(|i| Change::Add(forward(FIRST_PORT + i as u16)))
+        .flat_map(|i| forward(FIRST_PORT + i as u16))
         .collect();
     let t = Instant::now();
-    f.apply(&adds).expect("add N forwards");
+    f.apply(&adds).expect("add N mappings");
     let install = t.elapsed();
     let rates = traffic(inet, lan, n);
     let t = Instant::now();
     for k in 0..EXTRA_ADDS {
-        f.apply(&[Change::Add(forward(EXTRA_PORT + k))])
-            .expect("add one forward");
+        f.apply(&forward(EXTRA_PORT + k)).expect("add one mapping");
     }
     let add_one = t.elapsed() / u32::from(EXTRA_ADDS);
     f.teardown().expect("teardown");
@@ -400,7 +414,16 @@ fn gateway() {
 
     let mut f = NftForwarder::new().expect("netlink socket");
     let mut rows = Vec::new();
-    for n in SIZES {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("sizes are numbers"))
+        .collect();
+    let sizes = if sizes.is_empty() {
+        SIZES.to_vec()
+    } else {
+        sizes
+    };
+    for n in sizes {
         rows.push(maps_style(&mut f, &inet, &lan, n));
         rows.push(linear_style(&inet, &lan, n));
     }

@@ -1,22 +1,30 @@
-//! ctnetlink messages to end the flows of a removed forward.
+//! ctnetlink messages to end the flows of removed elements.
 //!
 //! Removing a map element stops new flows from being translated, but a flow the kernel already
-//! tracks keeps its translation until its conntrack entry dies. So after a transaction that
-//! removes forwards commits, we dump the IPv4 conntrack table once, pick the entries of those
-//! forwards, and delete each by its original tuple (plus its id, so an entry that was replaced
-//! meanwhile by a new one with the same tuple is left alone).
+//! tracks keeps its translation until its conntrack entry dies. So once the elements are gone
+//! (`Forwarder::clear_flows`, after the clients have their replies), we dump the IPv4
+//! conntrack table once, pick the entries of all those elements, and delete each by its
+//! original tuple (plus its id, so an entry that was replaced meanwhile by a new one with the
+//! same tuple is left alone).
 //!
-//! An entry belongs to a removed forward `f` (same protocol) when it is
-//! - inbound through it: reply source = `f.internal_addr:f.internal_port` and original
-//!   destination port = `f.external_port` (the client answered a DNATed flow), or
-//! - outbound through it: original source = `f.internal_addr:f.internal_port` and reply
-//!   destination port = `f.external_port` (the client's own flow, SNATed to the mapped port).
+//! An entry belongs to a removed element (same protocol) when it is
+//! - for an `Inbound` or `Outbound` element, any flow of its internal endpoint through its
+//!   external port, either way:
+//!   - inbound: reply source = the internal endpoint and original destination port = the
+//!     external port (the client answered a DNATed flow), or
+//!   - outbound: original source = the internal endpoint and reply destination port = the
+//!     external port (the client's own flow, SNATed to the mapped port);
+//! - for a `FilteredInbound` element, an inbound flow as above whose remote (original source
+//!   address and port) is inside the element's box. The internal endpoint's own flows, and
+//!   flows from remotes in its other boxes, belong to other elements.
 
 use crate::nl::{self, Attr, MsgBuilder, NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
-use natpmp_pcp_core::forward::Forward;
+use natpmp_pcp_core::kernel::Element;
 use std::net::Ipv4Addr;
 
 pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+/// The type of dumped entries (only the tests build them).
+#[cfg(test)]
 pub const IPCTNL_MSG_CT_NEW: u16 = 0;
 pub const IPCTNL_MSG_CT_GET: u16 = 1;
 pub const IPCTNL_MSG_CT_DELETE: u16 = 2;
@@ -62,19 +70,27 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Does this flow go through forward `f`? (See the module comment.)
-    pub fn belongs_to(&self, f: &Forward) -> bool {
-        let proto = f.protocol.number();
-        if self.orig.proto != proto {
+    /// Does this flow go through `element`? (See the module comment.)
+    pub fn belongs_to(&self, element: &Element) -> bool {
+        if self.orig.proto != element.protocol().number() {
             return false;
         }
-        let inbound = self.reply.src == f.internal_addr
-            && self.reply.sport == f.internal_port
-            && self.orig.dport == f.external_port;
-        let outbound = self.orig.src == f.internal_addr
-            && self.orig.sport == f.internal_port
-            && self.reply.dport == f.external_port;
-        inbound || outbound
+        let internal = element.internal();
+        let external_port = element.external_port();
+        let inbound = self.reply.src == *internal.ip()
+            && self.reply.sport == internal.port()
+            && self.orig.dport == external_port;
+        match element {
+            Element::Inbound { .. } | Element::Outbound { .. } => {
+                let outbound = self.orig.src == *internal.ip()
+                    && self.orig.sport == internal.port()
+                    && self.reply.dport == external_port;
+                inbound || outbound
+            }
+            Element::FilteredInbound { remote, .. } => {
+                inbound && remote.contains(self.orig.src, self.orig.sport)
+            }
+        }
     }
 }
 
@@ -167,8 +183,9 @@ pub fn parse_entry(payload: &[u8]) -> Option<Entry> {
 mod tests {
     use super::*;
     use crate::nl::messages;
-    use natpmp_pcp_core::forward::Protocol;
-    use std::time::Duration;
+    use natpmp_pcp_core::kernel::RemoteRange;
+    use natpmp_pcp_core::Protocol;
+    use std::net::SocketAddrV4;
 
     fn entry() -> Entry {
         // A client's outbound UDP flow 192.168.88.2:4000 -> 198.51.100.9:53, SNATed to
@@ -193,14 +210,54 @@ mod tests {
         }
     }
 
-    fn forward() -> Forward {
-        Forward {
+    const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 88, 2), 4000);
+    const EXTERNAL: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 7), 40000);
+
+    fn outbound_element() -> Element {
+        Element::Outbound {
+            internal: CLIENT,
             protocol: Protocol::Udp,
-            external_addr: Ipv4Addr::new(203, 0, 113, 7),
-            external_port: 40000,
-            internal_addr: Ipv4Addr::new(192, 168, 88, 2),
-            internal_port: 4000,
-            timeout: Duration::from_secs(1),
+            external: EXTERNAL,
+        }
+    }
+
+    fn inbound_element() -> Element {
+        Element::Inbound {
+            protocol: Protocol::Udp,
+            external_port: EXTERNAL.port(),
+            internal: CLIENT,
+        }
+    }
+
+    fn filtered_element(remote: RemoteRange) -> Element {
+        Element::FilteredInbound {
+            protocol: Protocol::Udp,
+            external_port: EXTERNAL.port(),
+            remote,
+            internal: CLIENT,
+        }
+    }
+
+    /// `entry()` seen from outside: 198.51.100.9:53 -> 203.0.113.7:40000, DNATed to the
+    /// client.
+    fn inbound_entry() -> Entry {
+        Entry {
+            orig: Tuple {
+                src: Ipv4Addr::new(198, 51, 100, 9),
+                dst: *EXTERNAL.ip(),
+                proto: 17,
+                sport: 53,
+                dport: EXTERNAL.port(),
+            },
+            reply: Tuple {
+                src: *CLIENT.ip(),
+                dst: Ipv4Addr::new(198, 51, 100, 9),
+                proto: 17,
+                sport: CLIENT.port(),
+                dport: 53,
+            },
+            id: None,
+            zone: None,
         }
     }
 
@@ -288,44 +345,59 @@ mod tests {
 
     #[test]
     fn matching_covers_both_directions_and_nothing_else() {
-        let f = forward();
         let out = entry();
-        assert!(out.belongs_to(&f));
-        // The same flow seen from outside: 198.51.100.9:53 -> 203.0.113.7:40000, DNATed to the
-        // client.
-        let inbound = Entry {
-            orig: Tuple {
-                src: out.orig.dst,
-                dst: f.external_addr,
-                proto: 17,
-                sport: 53,
-                dport: 40000,
-            },
-            reply: Tuple {
-                src: f.internal_addr,
-                dst: out.orig.dst,
-                proto: 17,
-                sport: 4000,
-                dport: 53,
-            },
-            id: None,
-            zone: None,
+        let inbound = inbound_entry();
+        for e in [outbound_element(), inbound_element()] {
+            assert!(out.belongs_to(&e), "{e}");
+            assert!(inbound.belongs_to(&e), "{e}");
+        }
+        let other = |f: &dyn Fn(&mut Element)| {
+            let mut e = outbound_element();
+            f(&mut e);
+            e
         };
-        assert!(inbound.belongs_to(&f));
-        let tcp = Forward {
-            protocol: Protocol::Tcp,
-            ..f
+        let tcp = other(&|e| {
+            if let Element::Outbound { protocol, .. } = e {
+                *protocol = Protocol::Tcp
+            }
+        });
+        let other_port = other(&|e| {
+            if let Element::Outbound { external, .. } = e {
+                external.set_port(40001)
+            }
+        });
+        let other_host = other(&|e| {
+            if let Element::Outbound { internal, .. } = e {
+                internal.set_ip(Ipv4Addr::new(192, 168, 88, 3))
+            }
+        });
+        for e in [tcp, other_port, other_host] {
+            assert!(!out.belongs_to(&e) && !inbound.belongs_to(&e), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_filtered_element_owns_only_inbound_flows_from_its_box() {
+        let inbound = inbound_entry();
+        let remote = RemoteRange::single(Ipv4Addr::new(198, 51, 100, 9), 53);
+        assert!(inbound.belongs_to(&filtered_element(remote)));
+        let wide = RemoteRange {
+            first_addr: Ipv4Addr::new(198, 51, 100, 0),
+            last_addr: Ipv4Addr::new(198, 51, 100, 255),
+            first_port: 0,
+            last_port: 65535,
         };
-        assert!(!out.belongs_to(&tcp) && !inbound.belongs_to(&tcp));
-        let other_port = Forward {
-            external_port: 40001,
-            ..f
-        };
-        assert!(!out.belongs_to(&other_port) && !inbound.belongs_to(&other_port));
-        let other_host = Forward {
-            internal_addr: Ipv4Addr::new(192, 168, 88, 3),
-            ..f
-        };
-        assert!(!out.belongs_to(&other_host) && !inbound.belongs_to(&other_host));
+        assert!(inbound.belongs_to(&filtered_element(wide)));
+        // Another box: the same host on another port, or another host.
+        let elsewhere = [
+            RemoteRange::single(Ipv4Addr::new(198, 51, 100, 9), 54),
+            RemoteRange::single(Ipv4Addr::new(198, 51, 100, 10), 53),
+        ];
+        for r in elsewhere {
+            assert!(!inbound.belongs_to(&filtered_element(r)), "{r}");
+        }
+        // The client's own outbound flow is the Outbound element's, even to a remote in the
+        // box.
+        assert!(!entry().belongs_to(&filtered_element(wide)));
     }
 }

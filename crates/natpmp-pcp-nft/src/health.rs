@@ -1,15 +1,15 @@
 //! The health check's messages: is our table still whole?
 //!
 //! Four requests, none of which returns set elements, so the cost does not depend on how many
-//! forwards there are: get table `natpmpd` (an error when it is missing), then dump the sets,
+//! elements there are: get table `natpmpd` (an error when it is missing), then dump the sets,
 //! the chains and the rules of family ip. The set and rule dumps are filtered to our table by
 //! the kernel; the chain dump cannot be, so its answers are filtered here, by table name.
 //! [`evaluate`] then compares what was found with `template.rs`.
 
-use crate::forwarder::Health;
 use crate::nftables::{nft_type, NFPROTO_IPV4, TABLE};
 use crate::nl::{self, MsgBuilder, NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use crate::template;
+use natpmp_pcp_core::kernel::Health;
 
 pub const NFT_MSG_GETTABLE: u16 = 1;
 pub const NFT_MSG_GETCHAIN: u16 = 4;
@@ -156,7 +156,7 @@ pub fn evaluate(found: &Found) -> Health {
     Health::Intact
 }
 
-/// The message for a missing table, shared with `FakeForwarder`.
+/// The message for a missing table (the core's `FakeForwarder` words it the same way).
 pub fn table_missing() -> Health {
     Health::Damaged(format!("table ip {TABLE} is missing"))
 }
@@ -170,14 +170,24 @@ mod tests {
         Found {
             sets: vec![
                 ("inbound".into(), true),
+                ("inbound_filtered".into(), true),
                 ("outbound".into(), true),
+                // `meta l4proto { tcp, udp }` is an anonymous set of the table: ignored.
+                ("__set0".into(), false),
                 ("wan_addr".into(), false),
                 ("lan_nets".into(), false),
             ],
             chains: vec![("prerouting".into(), true), ("postrouting".into(), true)],
-            rules: ["prerouting", "postrouting", "postrouting", "prerouting"]
-                .map(String::from)
-                .to_vec(),
+            rules: [
+                "prerouting",
+                "postrouting",
+                "prerouting",
+                "prerouting",
+                "postrouting",
+                "prerouting",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 
@@ -198,7 +208,7 @@ mod tests {
         };
         assert_eq!(
             damaged(&|f| f.rules.retain(|c| c != "prerouting")),
-            "chain prerouting has 0 of 2 rules"
+            "chain prerouting has 0 of 4 rules"
         );
         assert_eq!(
             damaged(&|f| f.rules.push("postrouting".into())),
@@ -216,13 +226,21 @@ mod tests {
             damaged(&|f| drop(f.sets.remove(0))),
             "map inbound is missing"
         );
-        assert_eq!(damaged(&|f| f.sets.truncate(3)), "set lan_nets is missing");
+        assert_eq!(
+            damaged(&|f| drop(f.sets.remove(1))),
+            "map inbound_filtered is missing"
+        );
+        assert_eq!(damaged(&|f| drop(f.sets.pop())), "set lan_nets is missing");
         assert_eq!(
             damaged(&|f| f.sets[1].1 = false),
+            "inbound_filtered is a set, not a map"
+        );
+        assert_eq!(
+            damaged(&|f| f.sets[2].1 = false),
             "outbound is a set, not a map"
         );
         assert_eq!(
-            damaged(&|f| f.sets[2].1 = true),
+            damaged(&|f| f.sets[4].1 = true),
             "wan_addr is a map, not a set"
         );
         assert_eq!(

@@ -1,28 +1,26 @@
-//! natpmp-pcp-nft: the kernel backend.
+//! natpmp-pcp-nft: the kernel backend of natpmpd, [`NftForwarder`], which implements the
+//! core's [`Forwarder`](natpmp_pcp_core::kernel::Forwarder) with nftables map elements and
+//! conntrack over netlink.
 //!
-//! - `forwarder`: the [`Forwarder`] trait the daemon drives, and [`ForwardError`].
-//! - `nft_forwarder`: [`NftForwarder`], the real one: nftables map elements and conntrack over
-//!   netlink.
-//! - `template`: the `nft -f` text of our own table `ip natpmpd`, and interface name checks.
-//! - `nftables`: nf_tables batch, set element and dump messages, encoded and decoded by hand.
-//! - `health`: the messages and rules of [`Forwarder::check`]: is our table still whole?
-//! - `conntrack`: ctnetlink dump and delete messages, to end the flows of removed forwards.
+//! - `nft_forwarder`: [`NftForwarder`] itself.
+//! - `template`: the `nft -f` text of our own table `ip natpmpd`.
+//! - `nftables`: nf_tables messages, encoded and decoded by hand: element transactions
+//!   (`element`), element dumps (`dump`), the hairpin sets (`hairpin`).
+//! - `health`: the messages and rules of `Forwarder::check`: is our table still whole?
+//! - `conntrack`: ctnetlink dump and delete messages, to end the flows of removed elements.
+//! - `session`: requests and answers over our netlink socket.
 //! - `nl`: netlink framing (builder, checked parsers) and the netlink socket.
-//! - `null`: [`NullForwarder`], protocol-only mode: nothing reaches the kernel.
-//! - `fake`: [`FakeForwarder`], an in-memory kernel with the same rules, for tests.
+//!
+//! Only [`NftForwarder`] and the conntrack entries it reports are public: the messages are
+//! an implementation detail, tested byte for byte here.
 
-pub mod conntrack;
-pub mod fake;
-pub mod forwarder;
-pub mod health;
-pub mod nft_forwarder;
-pub mod nftables;
-pub mod nl;
-pub mod null;
-pub mod template;
+mod conntrack;
+mod health;
+mod nft_forwarder;
+mod nftables;
+mod nl;
+mod session;
+mod template;
 
-pub use fake::FakeForwarder;
-pub use forwarder::{ForwardError, Forwarder, Health};
+pub use conntrack::{Entry as ConntrackEntry, Tuple as ConntrackTuple};
 pub use nft_forwarder::NftForwarder;
-pub use null::NullForwarder;
-pub use template::InterfaceNameError;

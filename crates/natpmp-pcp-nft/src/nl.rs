@@ -18,7 +18,6 @@ pub const NFGENMSG_LEN: usize = 4;
 pub const NLA_HDRLEN: usize = 4;
 
 pub const NLM_F_REQUEST: u16 = 0x1;
-pub const NLM_F_MULTI: u16 = 0x2;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_EXCL: u16 = 0x200;
@@ -126,14 +125,6 @@ impl MsgBuilder {
         self.buf.resize(padded, 0);
     }
 
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
@@ -143,13 +134,13 @@ impl MsgBuilder {
     }
 }
 
-/// A checked view of one netlink message inside a receive buffer.
+/// A checked view of one netlink message inside a receive buffer. (The port id is not kept:
+/// the kernel's answers carry our own.)
 #[derive(Clone, Copy, Debug)]
 pub struct Msg<'a> {
     pub ty: u16,
     pub flags: u16,
     pub seq: u32,
-    pub pid: u32,
     /// Everything after the 16-byte netlink header, exactly `len - 16` bytes.
     pub payload: &'a [u8],
 }
@@ -190,7 +181,6 @@ impl<'a> Iterator for Msgs<'a> {
             ty: u16::from_ne_bytes([self.rest[4], self.rest[5]]),
             flags: u16::from_ne_bytes([self.rest[6], self.rest[7]]),
             seq: u32::from_ne_bytes(self.rest[8..12].try_into().ok()?),
-            pid: u32::from_ne_bytes(self.rest[12..16].try_into().ok()?),
             payload: &self.rest[NLMSG_HDRLEN..len],
         };
         // The last message of a datagram may be unpadded; never step past the end.

@@ -2,40 +2,11 @@
 //!
 //! The table is written once per start (and on an external interface change) by spawning `nft`,
 //! because a readable template is easier to review and to compare with `nft list ruleset` than
-//! hand-encoded rule expressions. Mappings then change only the two maps' elements, and hairpin
-//! only the two sets' elements, over netlink, never through `nft`.
+//! hand-encoded rule expressions. Mappings then change only the three maps' elements, and
+//! hairpin only the two sets' elements, over netlink, never through `nft`.
 
 use crate::nftables::TABLE;
-
-/// Linux interface names: at most `IFNAMSIZ - 1` bytes.
-const IFNAMSIZ_MAX: usize = 15;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InterfaceNameError {
-    #[error("the external interface name is empty")]
-    Empty,
-    #[error("interface name {0:?} is longer than 15 bytes")]
-    TooLong(String),
-    #[error("interface name {0:?} has a character other than A-Z a-z 0-9 . _ @ -")]
-    BadCharacter(String),
-}
-
-/// Check that `name` can be placed inside an nft string literal as is. The name goes into our
-/// ruleset text, so a quote or newline in it would let configuration inject nft statements;
-/// Linux itself allows almost any byte, but real interface names stay within this set.
-pub fn validate_interface(name: &str) -> Result<(), InterfaceNameError> {
-    if name.is_empty() {
-        return Err(InterfaceNameError::Empty);
-    }
-    if name.len() > IFNAMSIZ_MAX {
-        return Err(InterfaceNameError::TooLong(name.to_owned()));
-    }
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
-    if !name.chars().all(ok) {
-        return Err(InterfaceNameError::BadCharacter(name.to_owned()));
-    }
-    Ok(())
-}
+use natpmp_pcp_core::kernel::{validate_interface, KernelError};
 
 /// The `nft -f` input that replaces any earlier table of ours with a fresh one naming
 /// `external_interface`, in one transaction.
@@ -46,7 +17,7 @@ pub fn validate_interface(name: &str) -> Result<(), InterfaceNameError> {
 /// new one are swapped atomically: no packet sees a moment without our rules, and a failure
 /// anywhere leaves the old table as it was. Only `table ip natpmpd` is named; no other table
 /// is affected.
-pub fn ruleset(external_interface: &str) -> Result<String, InterfaceNameError> {
+pub fn ruleset(external_interface: &str) -> Result<String, KernelError> {
     validate_interface(external_interface)?;
     let ext = external_interface;
     Ok(format!(
@@ -57,6 +28,14 @@ table ip {TABLE} {{
 	map inbound {{
 		type inet_proto . inet_service : ipv4_addr . inet_service
 		flags timeout
+	}}
+
+	# protocol . external port . remote addresses . remote ports -> internal address .
+	# internal port: a mapping that only some remotes may reach (a PCP FILTER, or a PEER).
+	# Each element is one box of remotes; the kernel refuses overlapping boxes (EEXIST).
+	map inbound_filtered {{
+		type inet_proto . inet_service . ipv4_addr . inet_service : ipv4_addr . inet_service
+		flags interval, timeout
 	}}
 
 	# internal address . protocol . internal port -> external address . external port
@@ -77,12 +56,18 @@ table ip {TABLE} {{
 	}}
 
 	# Match the interface, not its address, so an address change needs no rule rewrite.
-	# The second rule is the hairpin: a LAN host that connects to our external address and a
-	# mapped port reaches the mapped host. A port with no mapping misses the map, which ends
-	# the rule without a verdict, so the gateway's own services on that address still answer.
+	# A packet that misses a map gets no verdict from that rule and goes on to the next, so:
+	# the filtered map is tried first, then the plain one; a filtered mapping's remotes outside
+	# every box miss both and reach nothing; and a port with no mapping at all reaches the
+	# gateway's own services on that address. The last two rules are the hairpin: a LAN host
+	# that connects to our external address and a mapped port reaches the mapped host.
+	# Without `meta l4proto {{ tcp, udp }}` nft 1.0.6 refuses the filtered rules ("transport
+	# protocol mapping is only valid after transport protocol match").
 	chain prerouting {{
 		type nat hook prerouting priority dstnat; policy accept;
+		iifname "{ext}" meta l4proto {{ tcp, udp }} dnat ip to meta l4proto . th dport . ip saddr . th sport map @inbound_filtered
 		iifname "{ext}" dnat ip to meta l4proto . th dport map @inbound
+		iifname != "{ext}" ip daddr @wan_addr meta l4proto {{ tcp, udp }} dnat ip to meta l4proto . th dport . ip saddr . th sport map @inbound_filtered
 		iifname != "{ext}" ip daddr @wan_addr dnat ip to meta l4proto . th dport map @inbound
 	}}
 
@@ -102,12 +87,12 @@ table ip {TABLE} {{
 }
 
 /// The maps of our table (`nftables::Map` names them for element messages).
-pub const MAPS: [&str; 2] = ["inbound", "outbound"];
+pub const MAPS: [&str; 3] = ["inbound", "inbound_filtered", "outbound"];
 /// The plain sets of our table, for hairpin.
 pub const SETS: [&str; 2] = ["wan_addr", "lan_nets"];
 /// Our chains and how many rules [`ruleset`] puts in each: the health check compares the
 /// kernel's counts with these (a unit test keeps them in step with the text).
-pub const CHAINS: [(&str, usize); 2] = [("prerouting", 2), ("postrouting", 2)];
+pub const CHAINS: [(&str, usize); 2] = [("prerouting", 4), ("postrouting", 2)];
 
 /// The `nft -f` input that removes our table if it exists, and nothing else.
 pub fn teardown() -> String {
@@ -117,42 +102,6 @@ pub fn teardown() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accepts_real_interface_names() {
-        for name in [
-            "eth0", "enp3s0", "wan.100", "br-lan", "veth_1", "ppp0@x", "a",
-        ] {
-            assert_eq!(validate_interface(name), Ok(()), "{name}");
-        }
-        assert_eq!(validate_interface("abcdefghijklmno"), Ok(())); // 15 bytes
-    }
-
-    #[test]
-    fn refuses_names_that_could_inject_nft_text() {
-        assert_eq!(validate_interface(""), Err(InterfaceNameError::Empty));
-        assert!(matches!(
-            validate_interface("abcdefghijklmnop"),
-            Err(InterfaceNameError::TooLong(_))
-        ));
-        for name in [
-            "eth0\" accept",
-            "eth0\n",
-            "eth 0",
-            "eth0;",
-            "eth0}",
-            "eth0*",
-            "é",
-        ] {
-            assert!(
-                matches!(
-                    validate_interface(name),
-                    Err(InterfaceNameError::BadCharacter(_))
-                ),
-                "{name:?}"
-            );
-        }
-    }
 
     #[test]
     fn ruleset_names_only_our_table_and_the_interface() {
@@ -170,7 +119,43 @@ mod tests {
             tables.iter().all(|l| l.contains("ip natpmpd")),
             "{tables:?}"
         );
-        assert!(ruleset("wan0\"").is_err());
+        assert!(matches!(
+            ruleset("wan0\""),
+            Err(KernelError::InvalidInterface(_))
+        ));
+    }
+
+    /// The filtered map is tried before the plain one on both paths (from outside, and the
+    /// hairpin), so the order of the rules is part of the behaviour.
+    #[test]
+    fn ruleset_has_the_filtered_map_before_the_plain_one() {
+        let text = ruleset("wan0").unwrap();
+        assert!(text.contains(
+            "map inbound_filtered {\n\t\ttype inet_proto . inet_service . ipv4_addr . inet_service \
+             : ipv4_addr . inet_service\n\t\tflags interval, timeout\n\t}"
+        ));
+        let filtered = "meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport . ip saddr . \
+                        th sport map @inbound_filtered";
+        let plain = "dnat ip to meta l4proto . th dport map @inbound\n";
+        let rules: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains("dnat ip to"))
+            .collect();
+        assert_eq!(rules.len(), 4, "{rules:?}");
+        assert_eq!(rules[0], format!("iifname \"wan0\" {filtered}"));
+        assert_eq!(
+            format!("{}\n", rules[1]),
+            format!("iifname \"wan0\" {plain}")
+        );
+        assert_eq!(
+            rules[2],
+            format!("iifname != \"wan0\" ip daddr @wan_addr {filtered}")
+        );
+        assert_eq!(
+            format!("{}\n", rules[3]),
+            format!("iifname != \"wan0\" ip daddr @wan_addr {plain}")
+        );
     }
 
     #[test]
@@ -195,7 +180,9 @@ mod tests {
             let body = text
                 .split(&format!("chain {chain} {{"))
                 .nth(1)
-                .and_then(|rest| rest.split('}').next())
+                // A chain ends at the first line that is only a closing brace (its rules hold
+                // braces of their own: `{ tcp, udp }`).
+                .and_then(|rest| rest.split("\n\t}").next())
                 .unwrap_or_else(|| panic!("no chain {chain}"));
             let rules = body
                 .lines()

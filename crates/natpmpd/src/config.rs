@@ -7,7 +7,9 @@
 //! `FILE:LINE:COL: key.path: problem` message. Unknown keys are refused, like serde's
 //! `deny_unknown_fields`, so a typo never silently falls back to a default.
 
-use natpmp_pcp_core::ServerConfig;
+use natpmp_pcp_core::front::pcp::PcpPolicy;
+use natpmp_pcp_core::gateway::interfaces::ExternalInterface;
+use natpmp_pcp_core::{EngineConfig, GatewayConfig};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::ops::{Range, RangeInclusive};
@@ -20,6 +22,11 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/natpmpd/natpmpd.sock";
 pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 1024..=65535;
 pub const DEFAULT_MAX_LIFETIME: u32 = 86400;
 pub const DEFAULT_MAX_MAPPINGS_PER_CLIENT: usize = 256;
+/// RFC 6887 §15: the minimum PCP lifetime SHOULD be 120 s.
+pub const DEFAULT_PCP_MIN_LIFETIME: u32 = 120;
+pub const DEFAULT_PCP_MAX_FILTERS: usize = 8;
+/// Each FILTER can become a few kernel elements; this bounds what one mapping can cost.
+pub const MAX_PCP_MAX_FILTERS: u64 = 64;
 
 /// `sun_path` holds 108 bytes including the terminating NUL; a longer path cannot be bound, so
 /// it is refused here where the error can point at the line.
@@ -39,6 +46,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max-mappings-per-client",
     "keep-forwards-on-exit",
     "hairpin",
+    "pcp",
+    "pcp-peer",
+    "pcp-min-lifetime",
+    "pcp-max-filters",
     "interfaces",
 ];
 
@@ -60,6 +71,14 @@ pub struct Config {
     pub keep_forwards_on_exit: bool,
     /// LAN hosts reach mappings through the external address too (RFC 6886 §4.3.4).
     pub hairpin: bool,
+    /// PCP (RFC 6887) beside NAT-PMP on port 5351.
+    pub pcp: bool,
+    /// PCP PEER requests served (RFC 6887 §12 asks for a switch).
+    pub pcp_peer: bool,
+    /// The shortest lifetime a PCP mapping is granted, seconds (RFC 6887 §15).
+    pub pcp_min_lifetime: u32,
+    /// How many FILTERs one PCP MAP may hold (RFC 6887 §13.3).
+    pub pcp_max_filters: usize,
     pub interfaces: Vec<InterfaceConfig>,
 }
 
@@ -134,6 +153,10 @@ impl Default for Config {
             max_mappings_per_client: DEFAULT_MAX_MAPPINGS_PER_CLIENT,
             keep_forwards_on_exit: false,
             hairpin: true,
+            pcp: true,
+            pcp_peer: true,
+            pcp_min_lifetime: DEFAULT_PCP_MIN_LIFETIME,
+            pcp_max_filters: DEFAULT_PCP_MAX_FILTERS,
             interfaces: Vec::new(),
         }
     }
@@ -175,14 +198,30 @@ impl Config {
             .filter(|i| !i.disabled && i.kind == InterfaceKind::Internal)
     }
 
-    /// The engine's policy knobs from this configuration. `seed` randomises the port allocator
-    /// so external ports are not predictable; the daemon draws it at start-up.
-    pub fn server_config(&self, seed: u64) -> ServerConfig {
-        ServerConfig {
-            port_range: self.port_range.clone(),
-            max_lifetime: self.max_lifetime,
-            max_mappings_per_client: self.max_mappings_per_client,
-            seed,
+    /// What the gateway is told. `seed` randomises the port allocator so external ports are
+    /// not predictable; the daemon draws it at start-up.
+    pub fn gateway_config(&self, seed: u64) -> GatewayConfig {
+        GatewayConfig {
+            enabled: self.enabled,
+            engine: EngineConfig {
+                port_range: self.port_range.clone(),
+                max_lifetime: self.max_lifetime,
+                pcp_min_lifetime: self.pcp_min_lifetime,
+                max_mappings_per_client: self.max_mappings_per_client,
+                max_filters: self.pcp_max_filters,
+                seed,
+            },
+            pcp: self.pcp,
+            pcp_policy: PcpPolicy {
+                peer: self.pcp_peer,
+            },
+            external: self.external().map(|e| ExternalInterface {
+                name: e.interface.clone(),
+                forced_ip: e.forced_ip,
+            }),
+            internal: self.internals().map(|i| i.interface.clone()).collect(),
+            hairpin: self.hairpin,
+            drift_check: self.backend == Backend::Nftables,
         }
     }
 }
@@ -266,6 +305,7 @@ impl Parser<'_> {
         let root = DeTable::parse(self.text).map_err(|e| self.syntax_error(&e))?;
         let mut config = Config::default();
         let mut enabled_span = None;
+        let mut min_lifetime_span = None;
         let mut interfaces = Vec::new();
 
         for (key, value) in in_document_order(root.get_ref()) {
@@ -334,11 +374,35 @@ impl Parser<'_> {
                     config.keep_forwards_on_exit = self.boolean(name, value)?
                 }
                 "hairpin" => config.hairpin = self.boolean(name, value)?,
+                "pcp" => config.pcp = self.boolean(name, value)?,
+                "pcp-peer" => config.pcp_peer = self.boolean(name, value)?,
+                "pcp-min-lifetime" => {
+                    config.pcp_min_lifetime =
+                        self.positive(name, value, u64::from(u32::MAX))? as u32;
+                    min_lifetime_span = Some(value.span());
+                }
+                "pcp-max-filters" => {
+                    config.pcp_max_filters =
+                        self.positive(name, value, MAX_PCP_MAX_FILTERS)? as usize
+                }
                 "interfaces" => interfaces = self.interfaces(value)?,
                 _ => return Err(self.unknown_key(key, "", TOP_LEVEL_KEYS)),
             }
         }
 
+        if let Some(span) = min_lifetime_span {
+            if config.pcp_min_lifetime > config.max_lifetime {
+                return Err(self.error(
+                    span,
+                    "pcp-min-lifetime",
+                    format!(
+                        "{} is longer than max-lifetime ({}); the shortest PCP lifetime cannot \
+                         exceed the longest",
+                        config.pcp_min_lifetime, config.max_lifetime
+                    ),
+                ));
+            }
+        }
         self.check_interfaces(&interfaces)?;
         config.interfaces = interfaces.into_iter().map(|i| i.config).collect();
 

@@ -380,6 +380,7 @@ pub fn call_with_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use natpmp_pcp_core::view::{MappingKind, Via};
     use natpmp_pcp_core::Protocol;
     use std::net::Ipv4Addr;
     use std::os::unix::fs::MetadataExt;
@@ -410,14 +411,19 @@ mod tests {
             error: None,
             external_interface: Some("ether1".into()),
             mappings: vec![MappingView {
-                client: Ipv4Addr::new(192, 168, 88, 10),
+                client: Ipv4Addr::new(192, 168, 88, 10).into(),
                 protocol: Protocol::Tcp,
                 internal_port: 8080,
-                external_addr: Some(Ipv4Addr::new(203, 0, 113, 1)),
+                external_addr: Some(Ipv4Addr::new(203, 0, 113, 1).into()),
                 external_port: 40000,
                 lifetime: 7200,
                 expires_in: 7198,
-                description: "NAT-PMP tcp 8080".into(),
+                via: Via::Pcp,
+                kind: MappingKind::Map,
+                nonce_owned: true,
+                remote: None,
+                filters: vec!["198.51.100.0/24".into()],
+                description: Some("ApplicationX".into()),
             }],
         }
     }

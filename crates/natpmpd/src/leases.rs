@@ -11,30 +11,58 @@
 //! wall-clock time the daemon was down. When the file is missing or unreadable, state was lost
 //! and the epoch starts again from 0 (RFC 6886 §3.6). Announcements go out at every start.
 
-use natpmp_pcp_core::{MappingRecord, Protocol};
+use natpmp_pcp_core::engine::mapping::Owner;
+use natpmp_pcp_core::engine::records::{MappingRecord, RecordKind};
+use natpmp_pcp_core::gateway::{LeaseSnapshot, RestoredLeases};
+use natpmp_pcp_core::Protocol;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const FORMAT: &str = "natpmpd-leases";
-const VERSION: u32 = 1;
+/// Version 2 holds PCP mappings too (nonce, filters, PEER remotes, description); version 1
+/// files (NAT-PMP only) are still read.
+const VERSION: u32 = 2;
+
+/// Just enough to tell which layout the rest of the file has.
+#[derive(Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+}
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-struct LeaseFile {
+struct LeaseFile<L> {
     format: String,
     version: u32,
     saved_at_unix_ms: u64,
     external_addr: Option<Ipv4Addr>,
     epoch_seconds: u32,
-    mappings: Vec<Lease>,
+    mappings: Vec<L>,
 }
 
+/// A version-2 lease: a core `MappingRecord` with its expiry as wall-clock time.
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
 struct Lease {
+    client: IpAddr,
+    protocol: Protocol,
+    internal_port: u16,
+    external_port: u16,
+    lifetime: u32,
+    expires_at_unix_ms: u64,
+    #[serde(flatten)]
+    kind: RecordKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+}
+
+/// A version-1 lease (NAT-PMP only).
+#[derive(Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct LeaseV1 {
     client: Ipv4Addr,
     protocol: Protocol,
     internal_port: u16,
@@ -43,16 +71,28 @@ struct Lease {
     expires_at_unix_ms: u64,
 }
 
+impl From<LeaseV1> for Lease {
+    fn from(l: LeaseV1) -> Lease {
+        Lease {
+            client: l.client.into(),
+            protocol: l.protocol,
+            internal_port: l.internal_port,
+            external_port: l.external_port,
+            lifetime: l.lifetime,
+            expires_at_unix_ms: l.expires_at_unix_ms,
+            kind: RecordKind::Map {
+                owner: Owner::NatPmp,
+                filters: Vec::new(),
+            },
+            description: None,
+        }
+    }
+}
+
 /// What a lease file says, converted to the time of reading.
 #[derive(Debug, PartialEq)]
-pub struct Restored {
-    /// The external address when the file was saved: the epoch continues only if it is still
-    /// the same (an address change resets the epoch, RFC 6887 §8.5).
-    pub external_addr: Option<Ipv4Addr>,
-    /// The epoch as it stands now: the saved value plus the time since the save.
-    pub epoch_seconds: u32,
-    /// Unexpired mappings, with their time left counted from now.
-    pub records: Vec<MappingRecord>,
+pub struct Loaded {
+    pub leases: RestoredLeases,
     /// How many saved mappings had expired while the daemon was down.
     pub expired: usize,
 }
@@ -73,7 +113,7 @@ pub fn now_unix_ms() -> u64 {
 }
 
 /// Read the lease file. `Ok(None)` when there is none (a first start).
-pub fn load(path: &Path, now_unix_ms: u64) -> Result<Option<Restored>, LeaseError> {
+pub fn load(path: &Path, now_unix_ms: u64) -> Result<Option<Loaded>, LeaseError> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -88,19 +128,33 @@ pub fn load(path: &Path, now_unix_ms: u64) -> Result<Option<Restored>, LeaseErro
         path: path.to_owned(),
         reason,
     };
-    let file: LeaseFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
-    if file.format != FORMAT {
+    let header: Header = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+    if header.format != FORMAT {
         return Err(corrupt(format!(
             "format is {:?}, not {FORMAT:?}",
-            file.format
+            header.format
         )));
     }
-    if file.version != VERSION {
-        return Err(corrupt(format!(
-            "version {} is not supported (this natpmpd reads version {VERSION})",
-            file.version
-        )));
-    }
+    let file: LeaseFile<Lease> = match header.version {
+        1 => {
+            let v1: LeaseFile<LeaseV1> =
+                serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+            LeaseFile {
+                format: v1.format,
+                version: v1.version,
+                saved_at_unix_ms: v1.saved_at_unix_ms,
+                external_addr: v1.external_addr,
+                epoch_seconds: v1.epoch_seconds,
+                mappings: v1.mappings.into_iter().map(Lease::from).collect(),
+            }
+        }
+        VERSION => serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?,
+        other => {
+            return Err(corrupt(format!(
+                "version {other} is not supported (this natpmpd reads versions 1 and {VERSION})"
+            )))
+        }
+    };
     // A wall clock stepped backwards counts as no time passed, never as negative time.
     let down_ms = now_unix_ms.saturating_sub(file.saved_at_unix_ms);
     let epoch_seconds = file
@@ -125,31 +179,30 @@ pub fn load(path: &Path, now_unix_ms: u64) -> Result<Option<Restored>, LeaseErro
             external_port: l.external_port,
             lifetime: l.lifetime,
             expires_in_ms: left,
+            kind: l.kind,
+            description: l.description,
         });
     }
-    Ok(Some(Restored {
-        external_addr: file.external_addr,
-        epoch_seconds,
-        records,
+    Ok(Some(Loaded {
+        leases: RestoredLeases {
+            external_addr: file.external_addr,
+            epoch_seconds,
+            records,
+        },
         expired,
     }))
 }
 
 /// Write the lease file atomically.
-pub fn save(
-    path: &Path,
-    now_unix_ms: u64,
-    external_addr: Option<Ipv4Addr>,
-    epoch_seconds: u32,
-    records: &[MappingRecord],
-) -> io::Result<()> {
+pub fn save(path: &Path, now_unix_ms: u64, snapshot: &LeaseSnapshot) -> io::Result<()> {
     let file = LeaseFile {
         format: FORMAT.to_owned(),
         version: VERSION,
         saved_at_unix_ms: now_unix_ms,
-        external_addr,
-        epoch_seconds,
-        mappings: records
+        external_addr: snapshot.external_addr,
+        epoch_seconds: snapshot.epoch_seconds,
+        mappings: snapshot
+            .records
             .iter()
             .map(|r| Lease {
                 client: r.client,
@@ -158,6 +211,8 @@ pub fn save(
                 external_port: r.external_port,
                 lifetime: r.lifetime,
                 expires_at_unix_ms: now_unix_ms.saturating_add(r.expires_in_ms),
+                kind: r.kind.clone(),
+                description: r.description.clone(),
             })
             .collect(),
     };
@@ -193,6 +248,8 @@ pub fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use natpmp_pcp_core::addr::Prefix;
+    use natpmp_pcp_core::engine::mapping::{Filter, Nonce, PcpClient, ReplyPath};
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("natpmpd-leases-{tag}-{}", std::process::id()));
@@ -203,12 +260,35 @@ mod tests {
 
     fn rec(port: u16, left_ms: u64) -> MappingRecord {
         MappingRecord {
-            client: Ipv4Addr::new(192, 168, 88, 10),
+            client: Ipv4Addr::new(192, 168, 88, 10).into(),
             protocol: Protocol::Tcp,
             internal_port: port,
             external_port: port + 1000,
             lifetime: 3600,
             expires_in_ms: left_ms,
+            kind: RecordKind::Map {
+                owner: Owner::NatPmp,
+                filters: Vec::new(),
+            },
+            description: None,
+        }
+    }
+
+    fn pcp_client() -> PcpClient {
+        PcpClient {
+            nonce: Nonce([7; 12]),
+            reply_path: ReplyPath {
+                client_port: 40001,
+                server: Ipv4Addr::new(192, 168, 88, 1).into(),
+            },
+        }
+    }
+
+    fn snapshot(addr: Option<Ipv4Addr>, epoch: u32, records: Vec<MappingRecord>) -> LeaseSnapshot {
+        LeaseSnapshot {
+            external_addr: addr,
+            epoch_seconds: epoch,
+            records,
         }
     }
 
@@ -220,19 +300,68 @@ mod tests {
         save(
             &path,
             1_000_000,
-            addr,
-            50,
-            &[rec(80, 10_000), rec(81, 60_000)],
+            &snapshot(addr, 50, vec![rec(80, 10_000), rec(81, 60_000)]),
         )
         .unwrap();
         let r = load(&path, 1_020_000).unwrap().unwrap();
-        assert_eq!(r.external_addr, addr);
-        assert_eq!(r.epoch_seconds, 70);
+        assert_eq!(r.leases.external_addr, addr);
+        assert_eq!(r.leases.epoch_seconds, 70);
         assert_eq!(r.expired, 1);
-        assert_eq!(r.records, vec![rec(81, 40_000)]);
+        assert_eq!(r.leases.records, vec![rec(81, 40_000)]);
         // No temporary file is left next to it.
         let names: Vec<_> = std::fs::read_dir(d.join("sub")).unwrap().collect();
         assert_eq!(names.len(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn pcp_mappings_keep_nonce_filters_peers_and_description() {
+        let d = tmpdir("pcp");
+        let path = d.join("leases.json");
+        let mut map = rec(80, 30_000);
+        map.kind = RecordKind::Map {
+            owner: Owner::Pcp(pcp_client()),
+            filters: vec![Filter {
+                prefix: Prefix::new(Ipv4Addr::new(198, 51, 100, 0).into(), 24).unwrap(),
+                port: 443,
+            }],
+        };
+        map.description = Some("ApplicationX".into());
+        let mut peer = rec(81, 30_000);
+        peer.kind = RecordKind::Peer {
+            remote: "198.51.100.7:4000".parse().unwrap(),
+            owner: pcp_client(),
+        };
+        save(
+            &path,
+            1000,
+            &snapshot(None, 0, vec![map.clone(), peer.clone()]),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\"nonce\": \"070707070707070707070707\""),
+            "{text}"
+        );
+        let r = load(&path, 1000).unwrap().unwrap();
+        assert_eq!(r.leases.records, vec![map, peer]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn version_1_files_are_still_read() {
+        let d = tmpdir("v1");
+        let path = d.join("leases.json");
+        std::fs::write(
+            &path,
+            r#"{"format":"natpmpd-leases","version":1,"saved_at_unix_ms":1000,
+                "external_addr":"203.0.113.1","epoch_seconds":5,"mappings":[
+                {"client":"192.168.88.10","protocol":"tcp","internal_port":80,
+                 "external_port":1080,"lifetime":3600,"expires_at_unix_ms":11000}]}"#,
+        )
+        .unwrap();
+        let r = load(&path, 1000).unwrap().unwrap();
+        assert_eq!(r.leases.records, vec![rec(80, 10_000)]);
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -247,7 +376,7 @@ mod tests {
     fn truncated_garbage_and_foreign_files_are_corrupt_not_a_crash() {
         let d = tmpdir("corrupt");
         let path = d.join("leases.json");
-        save(&path, 1000, None, 0, &[rec(80, 10_000)]).unwrap();
+        save(&path, 1000, &snapshot(None, 0, vec![rec(80, 10_000)])).unwrap();
         let whole = std::fs::read(&path).unwrap();
         for cut in [1, whole.len() / 2, whole.len() - 3] {
             std::fs::write(&path, &whole[..cut]).unwrap();
@@ -261,7 +390,7 @@ mod tests {
         assert!(matches!(load(&path, 0), Err(LeaseError::Corrupt { .. })));
         let other = String::from_utf8(whole.clone())
             .unwrap()
-            .replace("\"version\": 1", "\"version\": 9");
+            .replace("\"version\": 2", "\"version\": 9");
         std::fs::write(&path, other).unwrap();
         let e = load(&path, 0).unwrap_err().to_string();
         assert!(e.contains("version 9 is not supported"), "{e}");
@@ -272,10 +401,10 @@ mod tests {
     fn a_clock_stepped_back_adds_no_time() {
         let d = tmpdir("clock");
         let path = d.join("leases.json");
-        save(&path, 1_000_000, None, 5, &[rec(80, 10_000)]).unwrap();
+        save(&path, 1_000_000, &snapshot(None, 5, vec![rec(80, 10_000)])).unwrap();
         let r = load(&path, 900_000).unwrap().unwrap();
-        assert_eq!(r.epoch_seconds, 5);
-        assert_eq!(r.records[0].expires_in_ms, 10_000);
+        assert_eq!(r.leases.epoch_seconds, 5);
+        assert_eq!(r.leases.records[0].expires_in_ms, 10_000);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

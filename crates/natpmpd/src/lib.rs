@@ -1,11 +1,12 @@
-//! natpmpd: the NAT-PMP gateway daemon and its control client, as a library so that the two
-//! binaries and the integration tests share one implementation.
+//! natpmpd: the NAT-PMP and PCP gateway daemon and its control client, as a library so that
+//! the two binaries and the integration tests share one implementation. The gateway logic is
+//! the core's sans-IO `Gateway`; this crate gives it sockets, time, signals and files.
 //!
 //! - `config`: the TOML configuration file (RouterOS `/ip nat-pmp` property names), parsed
 //!   into a validated `Config` with errors that name the key and the line.
 //! - `control`: the control socket (newline-delimited JSON over a Unix stream socket) that
 //!   `natpmpctl` talks to, server and client side, and the `print` formatting.
-//! - `driver`: the event loop: requests, timers, interface events, control, signals.
+//! - `driver`: the event loop around the `Gateway`: sockets, timers, signals.
 //! - `leases`: the lease file (mappings across restarts), written atomically.
 //! - `udp`: the port-5351 socket with IP_PKTINFO (arrival interface, reply source address).
 //! - `netif`: interface snapshots and the netlink route monitor.

@@ -1,4 +1,4 @@
-//! natpmpd: the NAT-PMP gateway daemon. Runs in the foreground and logs to stderr.
+//! natpmpd: the NAT-PMP and PCP gateway daemon. Runs in the foreground and logs to stderr.
 
 use clap::Parser;
 use natpmpd::config::Config;
@@ -6,11 +6,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// NAT-PMP (RFC 6886) gateway daemon for Linux routers.
+/// NAT-PMP (RFC 6886) and PCP (RFC 6887) gateway daemon for Linux routers.
 ///
-/// LAN hosts ask it for the router's external address and for port mappings; it installs
-/// real port forwards in its own nftables table, removes them when their lifetime ends, and
-/// announces its external address to the LAN. Configured like RouterOS `/ip nat-pmp`; see
+/// LAN hosts ask it for the router's external address and for port mappings, with NAT-PMP or
+/// PCP (MAP, PEER, FILTER, PREFER_FAILURE, DESCRIPTION) on UDP port 5351; it installs real port
+/// forwards in its own nftables table, removes them when their lifetime ends, and announces
+/// its external address to the LAN. Configured like RouterOS `/ip nat-pmp`; see
 /// docs/configuration.md.
 ///
 /// Signals: SIGHUP re-reads the configuration (so does `natpmpctl reload`; a file with an

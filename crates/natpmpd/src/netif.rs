@@ -1,55 +1,19 @@
-//! Interfaces and their IPv4 addresses: a snapshot read with getifaddrs, and a netlink route
-//! socket that wakes the daemon whenever a link or an IPv4 address changes.
+//! Interfaces and their addresses: a snapshot read with getifaddrs, in the core's interface
+//! model, and a netlink route socket that wakes the daemon whenever a link or an IPv4 address
+//! changes.
 //!
 //! The monitor does not parse the events: any event means "read the snapshot again". That
 //! keeps one source of truth (the kernel's current state), makes missed or reordered events
 //! harmless, and costs one small dump per change, which is rare on a router.
 
-use std::collections::BTreeMap;
+use natpmp_pcp_core::gateway::interfaces::{IfAddr, Interface, Interfaces};
 use std::io;
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use tokio::io::unix::AsyncFd;
 
-/// One IPv4 address with its prefix length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IfAddr {
-    pub addr: Ipv4Addr,
-    pub prefix_len: u8,
-}
-
-impl IfAddr {
-    /// The subnet's network address (the address with the host bits cleared).
-    pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
-    }
-
-    fn mask(&self) -> u32 {
-        if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
-        }
-    }
-
-    /// Whether `other` is inside this address's subnet.
-    pub fn contains(&self, other: Ipv4Addr) -> bool {
-        u32::from(self.addr) & self.mask() == u32::from(other) & self.mask()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Interface {
-    pub name: String,
-    pub index: u32,
-    pub up: bool,
-    /// In the kernel's order: the primary address of each subnet comes first.
-    pub addrs: Vec<IfAddr>,
-}
-
 /// Every interface of this network namespace, by name.
-pub fn snapshot() -> io::Result<BTreeMap<String, Interface>> {
-    let mut out: BTreeMap<String, Interface> = BTreeMap::new();
+pub fn snapshot() -> io::Result<Interfaces> {
+    let mut out = Interfaces::new();
     for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
         let entry = match out.get_mut(&ifa.interface_name) {
             Some(e) => e,
@@ -75,10 +39,9 @@ pub fn snapshot() -> io::Result<BTreeMap<String, Interface>> {
             .and_then(|a| a.as_sockaddr_in())
             .map(|a| a.ip());
         if let (Some(addr), Some(mask)) = (addr, mask) {
-            entry.addrs.push(IfAddr {
-                addr,
-                prefix_len: u32::from(mask).count_ones() as u8,
-            });
+            entry
+                .addrs
+                .push(IfAddr::v4(addr, u32::from(mask).count_ones() as u8));
         }
     }
     Ok(out)
@@ -167,22 +130,6 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subnet_membership() {
-        let a = IfAddr {
-            addr: Ipv4Addr::new(192, 168, 88, 1),
-            prefix_len: 24,
-        };
-        assert!(a.contains(Ipv4Addr::new(192, 168, 88, 200)));
-        assert!(!a.contains(Ipv4Addr::new(192, 168, 89, 1)));
-        assert_eq!(a.network(), Ipv4Addr::new(192, 168, 88, 0));
-        let all = IfAddr {
-            addr: Ipv4Addr::new(10, 0, 0, 1),
-            prefix_len: 0,
-        };
-        assert!(all.contains(Ipv4Addr::new(8, 8, 8, 8)));
-    }
 
     #[test]
     fn snapshot_lists_loopback() {

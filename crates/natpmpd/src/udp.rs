@@ -1,33 +1,34 @@
-//! The NAT-PMP UDP socket: one socket on 0.0.0.0:5351 that learns, for every datagram, the
-//! interface it arrived on and the address it was sent to (IP_PKTINFO), and sends each reply
-//! from exactly that address (clients drop replies from any other, RFC 6886 §3.2).
+//! The request socket on port 5351, where NAT-PMP and PCP both arrive: one socket on
+//! 0.0.0.0:5351 that learns, for every datagram, the interface it arrived on and the address it
+//! was sent to (IP_PKTINFO), and sends each reply from exactly that address (clients drop
+//! replies from any other, RFC 6886 §3.2, RFC 6887 §8.3).
 
 use nix::sys::socket::{
     bind, recvmsg, sendmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessage,
     ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn,
 };
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use tokio::io::unix::AsyncFd;
 
-/// A received datagram and where it came in.
-#[derive(Clone, Debug)]
-pub struct Datagram {
-    pub source: SocketAddrV4,
+/// Where a received datagram came from and in, and how long it is.
+#[derive(Clone, Copy, Debug)]
+pub struct Received {
+    pub source: SocketAddr,
     /// The destination address in the IP header (may be broadcast or multicast).
-    pub destination: Ipv4Addr,
+    pub destination: IpAddr,
     /// The interface it arrived on.
     pub ifindex: u32,
     pub len: usize,
 }
 
-pub struct NatPmpSocket {
+pub struct RequestSocket {
     socket: AsyncFd<UdpSocket>,
 }
 
-impl NatPmpSocket {
-    pub fn bind(port: u16) -> io::Result<NatPmpSocket> {
+impl RequestSocket {
+    pub fn bind(port: u16) -> io::Result<RequestSocket> {
         // IP_PKTINFO is switched on before bind: a datagram queued in between would carry no
         // arrival interface and be dropped as if it came from outside.
         let fd = socket(
@@ -47,7 +48,7 @@ impl NatPmpSocket {
         // Announcements are link-local (224.0.0.1): never let them leave the link.
         setsockopt(&socket, sockopt::IpMulticastTtl, &1).map_err(io::Error::from)?;
         setsockopt(&socket, sockopt::IpMulticastLoop, &false).map_err(io::Error::from)?;
-        Ok(NatPmpSocket {
+        Ok(RequestSocket {
             socket: {
                 // SAFETY: `socket` is an owned, open descriptor that moves into the AsyncFd and
                 // stays open, unchanged, until the AsyncFd drops it.
@@ -63,7 +64,7 @@ impl NatPmpSocket {
     }
 
     /// Receive one datagram into `buf` without blocking; `Ok(None)` when none is queued.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
         let fd = self.socket.get_ref().as_raw_fd();
         let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
         let mut iov = [IoSliceMut::new(buf)];
@@ -83,9 +84,9 @@ impl NatPmpSocket {
                 ifindex = info.ipi_ifindex as u32;
             }
         }
-        Ok(Some(Datagram {
-            source,
-            destination,
+        Ok(Some(Received {
+            source: source.into(),
+            destination: destination.into(),
             ifindex,
             len: msg.bytes,
         }))
@@ -95,10 +96,16 @@ impl NatPmpSocket {
     pub fn send_from(
         &self,
         payload: &[u8],
-        from: Ipv4Addr,
+        from: IpAddr,
         ifindex: u32,
-        to: SocketAddrV4,
+        to: SocketAddr,
     ) -> io::Result<()> {
+        let (IpAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this socket speaks IPv4 only",
+            ));
+        };
         let info = libc::in_pktinfo {
             ipi_ifindex: ifindex as libc::c_int,
             ipi_spec_dst: libc::in_addr {

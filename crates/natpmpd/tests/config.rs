@@ -103,6 +103,10 @@ port-range = "20000-29999"
 max-lifetime = 3600
 max-mappings-per-client = 16
 keep-forwards-on-exit = true
+pcp = false
+pcp-peer = false
+pcp-min-lifetime = 300
+pcp-max-filters = 4
 
 [[interfaces]]
 interface = "wan0"
@@ -140,11 +144,71 @@ disabled = true
     let internals: Vec<_> = c.internals().map(|i| i.interface.as_str()).collect();
     assert_eq!(internals, ["br-lan", "eth0.100"]);
 
-    let s = c.server_config(42);
-    assert_eq!(s.port_range, 20000..=29999);
-    assert_eq!(s.max_lifetime, 3600);
-    assert_eq!(s.max_mappings_per_client, 16);
-    assert_eq!(s.seed, 42);
+    assert!(!c.pcp);
+    assert!(!c.pcp_peer);
+    assert_eq!(c.pcp_min_lifetime, 300);
+    assert_eq!(c.pcp_max_filters, 4);
+
+    let g = c.gateway_config(42);
+    assert!(g.enabled);
+    assert_eq!(g.engine.port_range, 20000..=29999);
+    assert_eq!(g.engine.max_lifetime, 3600);
+    assert_eq!(g.engine.pcp_min_lifetime, 300);
+    assert_eq!(g.engine.max_filters, 4);
+    assert_eq!(g.engine.max_mappings_per_client, 16);
+    assert_eq!(g.engine.seed, 42);
+    assert!(!g.pcp);
+    assert!(!g.pcp_policy.peer);
+    assert_eq!(g.external.unwrap().name, "wan0");
+    assert_eq!(g.internal, ["br-lan", "eth0.100"]);
+    // backend = "none": nothing to compare the kernel with.
+    assert!(!g.drift_check);
+}
+
+#[test]
+fn pcp_is_on_by_default_with_the_rfc_minimum_lifetime() {
+    let c = parse(MINIMAL);
+    assert!(c.pcp && c.pcp_peer);
+    assert_eq!(c.pcp_min_lifetime, 120);
+    assert_eq!(c.pcp_max_filters, 8);
+    let g = c.gateway_config(1);
+    assert!(g.pcp && g.pcp_policy.peer && g.drift_check);
+}
+
+#[test]
+fn pcp_keys_are_checked() {
+    expect_error("pcp = \"yes\"\n", 1, "pcp", "boolean");
+    expect_error("pcp-peer = 1\n", 1, "pcp-peer", "boolean");
+    expect_error(
+        "pcp-min-lifetime = 0\n",
+        1,
+        "pcp-min-lifetime",
+        "out of range",
+    );
+    expect_error(
+        "pcp-max-filters = 0\n",
+        1,
+        "pcp-max-filters",
+        "out of range",
+    );
+    expect_error("pcp-max-filters = 65\n", 1, "pcp-max-filters", "1 to 64");
+    expect_error(
+        "max-lifetime = 600\npcp-min-lifetime = 601\n",
+        2,
+        "pcp-min-lifetime",
+        "longer than max-lifetime (600)",
+    );
+    // Order in the file does not matter.
+    expect_error(
+        "pcp-min-lifetime = 601\nmax-lifetime = 600\n",
+        1,
+        "pcp-min-lifetime",
+        "longer than max-lifetime",
+    );
+    assert_eq!(
+        parse("pcp-min-lifetime = 600\nmax-lifetime = 600\n").pcp_min_lifetime,
+        600
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! End-to-end: start-up announcements. LAN listeners bound to 224.0.0.1:5350 receive the
-//! gratuitous external-address replies from each internal interface's address, port 5351,
-//! with the RFC's 0.25 s / 0.5 s / 1 s spacing.
+//! gratuitous NAT-PMP external-address replies and the 24-byte PCP ANNOUNCE from each internal
+//! interface's address, port 5351, both with the RFC's 0.25 s / 0.5 s / 1 s spacing.
 
 mod lab;
 
@@ -41,7 +41,32 @@ fn collect(
     })
 }
 
-fn check_train(what: &str, got: &[(Instant, Vec<u8>, SocketAddr)], allowed: &[Ipv4Addr]) {
+type Received = (Instant, Vec<u8>, SocketAddr);
+
+/// Both trains in what a listener heard: NAT-PMP's (version 0) and PCP's (version 2).
+fn check_trains(what: &str, got: &[Received], allowed: &[Ipv4Addr]) {
+    let (natpmp, pcp): (Vec<Received>, Vec<Received>) =
+        got.iter().cloned().partition(|(_, b, _)| b[0] == 0);
+    for (_, b, _) in &natpmp {
+        assert_eq!(b.len(), 12, "{what}: NAT-PMP announcement length {b:02x?}");
+        assert_eq!(&b[..4], &[0, 0x80, 0, 0], "{what}: header {b:02x?}");
+        assert_eq!(&b[8..12], &[203, 0, 113, 1], "{what}: address {b:02x?}");
+    }
+    for (_, b, _) in &pcp {
+        // RFC 6887 §14.1.3: `02 80 00 00`, lifetime 0, the epoch, 12 zero bytes.
+        assert_eq!(b.len(), 24, "{what}: PCP ANNOUNCE length {b:02x?}");
+        assert_eq!(
+            &b[..8],
+            &[2, 0x80, 0, 0, 0, 0, 0, 0],
+            "{what}: header {b:02x?}"
+        );
+        assert_eq!(&b[12..], &[0; 12], "{what}: reserved {b:02x?}");
+    }
+    check_train(&format!("{what}, NAT-PMP"), &natpmp, allowed);
+    check_train(&format!("{what}, PCP"), &pcp, allowed);
+}
+
+fn check_train(what: &str, got: &[Received], allowed: &[Ipv4Addr]) {
     assert!(!got.is_empty(), "{what}: no announcement received");
     for (_, b, from) in got {
         let SocketAddr::V4(from) = from else {
@@ -52,11 +77,10 @@ fn check_train(what: &str, got: &[(Instant, Vec<u8>, SocketAddr)], allowed: &[Ip
             "{what}: announcement from {from}, expected one of {allowed:?}"
         );
         assert_eq!(from.port(), NATPMP_PORT, "{what}: source port");
-        assert_eq!(b.len(), 12, "{what}: announcement length {b:02x?}");
-        assert_eq!(&b[..4], &[0, 0x80, 0, 0], "{what}: header {b:02x?}");
-        assert_eq!(&b[8..12], &[203, 0, 113, 1], "{what}: address {b:02x?}");
-        let sssoe = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-        assert!(sssoe <= 4, "{what}: SSSoE {sssoe} right after start");
+        // NAT-PMP's SSSoE is at byte 4, PCP's epoch at byte 8.
+        let at = if b[0] == 2 { 8 } else { 4 };
+        let epoch = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        assert!(epoch <= 4, "{what}: epoch {epoch} right after start");
     }
     // Judge the spacing per source address (the daemon may announce from each address).
     for src in allowed {
@@ -105,8 +129,8 @@ fn startup_announcements_reach_every_lan_with_rfc_spacing() {
     let lan_got = lan_t.join().unwrap();
     let lan2_got = lan2_t.join().unwrap();
     lab.assert_daemon_running();
-    check_train("lan (ether2)", &lan_got, &[GW_LAN, GW_LAN_SECOND]);
-    check_train("lan2 (ether3)", &lan2_got, &[GW_LAN2]);
+    check_trains("lan (ether2)", &lan_got, &[GW_LAN, GW_LAN_SECOND]);
+    check_trains("lan2 (ether3)", &lan2_got, &[GW_LAN2]);
 }
 
 #[test]

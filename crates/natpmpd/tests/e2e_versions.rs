@@ -1,5 +1,7 @@
-//! End-to-end: version dispatch on the wire. PCP (version 2) and version 1 requests get the
-//! 8-byte NAT-PMP Unsupported Version reply; packets too short to parse get nothing.
+//! End-to-end: version dispatch on the wire. With PCP on (the default), version 2 is answered
+//! as PCP and versions 1 and 3+ get PCP's UNSUPP_VERSION naming version 2; with `pcp = false`,
+//! every version but 0 gets the 8-byte NAT-PMP Unsupported Version reply. Packets too short to
+//! parse get nothing.
 
 mod lab;
 
@@ -31,10 +33,54 @@ fn assert_unsupported_version(what: &str, reply: Option<(Vec<u8>, std::net::Sock
     assert_eq!(&b[..4], &[0x00, 0x80, 0x00, 0x01], "{what}: reply {b:02x?}");
 }
 
+/// A PCP UNSUPP_VERSION (RFC 6887 §9): version 2 (the nearest supported), R set, result 1,
+/// the long error lifetime, at least a whole header.
+fn assert_pcp_unsupported_version(what: &str, reply: Option<(Vec<u8>, std::net::SocketAddr)>) {
+    let (b, from) = reply.unwrap_or_else(|| panic!("{what}: no reply"));
+    assert_eq!(
+        from,
+        SocketAddrV4::new(GW_LAN, NATPMP_PORT).into(),
+        "{what}: source"
+    );
+    assert!(
+        b.len() >= 24 && b.len().is_multiple_of(4),
+        "{what}: length {}: {b:02x?}",
+        b.len()
+    );
+    assert_eq!(b[0], 2, "{what}: version {b:02x?}");
+    assert!(b[1] & 0x80 != 0, "{what}: R bit {b:02x?}");
+    assert_eq!(b[3], 1, "{what}: result {b:02x?}");
+    assert_eq!(
+        &b[4..8],
+        &1800u32.to_be_bytes(),
+        "{what}: lifetime {b:02x?}"
+    );
+}
+
 #[test]
-fn pcp_and_version_1_requests_get_the_unsupported_version_reply() {
+fn with_pcp_on_version_2_is_pcp_and_others_hear_of_version_2() {
     let mut lab = Lab::new();
     lab.start_default();
+    let to = SocketAddrV4::new(GW_LAN, NATPMP_PORT);
+    let (b, _) = udp_exchange(&lab.lan, LAN_HOST, to, &pcp_map()).expect("no reply to PCP MAP");
+    assert_eq!(b.len(), 60, "{b:02x?}");
+    assert_eq!(&b[..4], &[2, 0x81, 0, 0], "PCP MAP success: {b:02x?}");
+    let v1 = [1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_pcp_unsupported_version("version 1", udp_exchange(&lab.lan, LAN_HOST, to, &v1));
+    let mut v3 = pcp_map();
+    v3[0] = 3;
+    assert_pcp_unsupported_version("version 3", udp_exchange(&lab.lan, LAN_HOST, to, &v3));
+    // The MAP made one mapping, shown as PCP's.
+    let m = lab.mappings();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0]["via"], "pcp");
+    assert_eq!(m[0]["to-ports"], 8080);
+}
+
+#[test]
+fn with_pcp_off_pcp_and_version_1_requests_get_the_natpmp_unsupported_version_reply() {
+    let mut lab = Lab::new();
+    lab.start_daemon_with(&DaemonConfig::default(), "pcp = false\n");
     let to = SocketAddrV4::new(GW_LAN, NATPMP_PORT);
 
     assert_unsupported_version("PCP MAP", udp_exchange(&lab.lan, LAN_HOST, to, &pcp_map()));

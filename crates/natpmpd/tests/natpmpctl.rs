@@ -1,6 +1,7 @@
 //! The `natpmpctl` binary against a fake daemon: the real control socket server
 //! (`control::bind` + `control::serve`) answering canned mappings, on a socket in a temp dir.
 
+use natpmp_pcp_core::view::{MappingKind, Via};
 use natpmp_pcp_core::{MappingView, Protocol};
 use natpmpd::control::{self, Request, Response};
 use std::net::Ipv4Addr;
@@ -86,24 +87,34 @@ fn mappings() -> Response {
         external_interface: Some("ether1".into()),
         mappings: vec![
             MappingView {
-                client: Ipv4Addr::new(192, 168, 88, 10),
+                client: Ipv4Addr::new(192, 168, 88, 10).into(),
                 protocol: Protocol::Tcp,
                 internal_port: 8080,
-                external_addr: Some(Ipv4Addr::new(203, 0, 113, 1)),
+                external_addr: Some(Ipv4Addr::new(203, 0, 113, 1).into()),
                 external_port: 40000,
                 lifetime: 7200,
                 expires_in: 7198,
-                description: "NAT-PMP tcp 8080".into(),
+                via: Via::NatPmp,
+                kind: MappingKind::Map,
+                nonce_owned: false,
+                remote: None,
+                filters: Vec::new(),
+                description: None,
             },
             MappingView {
-                client: Ipv4Addr::new(192, 168, 88, 11),
+                client: Ipv4Addr::new(192, 168, 88, 11).into(),
                 protocol: Protocol::Udp,
                 internal_port: 5000,
                 external_addr: None,
                 external_port: 45000,
                 lifetime: 93784,
                 expires_in: 0,
-                description: "NAT-PMP udp 5000".into(),
+                via: Via::Pcp,
+                kind: MappingKind::Map,
+                nonce_owned: true,
+                remote: None,
+                filters: vec!["198.51.100.0/24".into()],
+                description: Some("ApplicationX".into()),
             },
         ],
     }
@@ -135,10 +146,11 @@ fn print_text() {
          \x200  D ;;; nat-pmp 192.168.88.10: NAT-PMP tcp 8080\n\
          \x20     chain=dstnat action=dst-nat to-addresses=192.168.88.10 to-ports=8080 \
          protocol=tcp dst-address=203.0.113.1 in-interface=ether1 dst-port=40000 \
-         lifetime=2h left=1h59m58s\n\
-         \x201  D ;;; nat-pmp 192.168.88.11: NAT-PMP udp 5000\n\
+         lifetime=2h left=1h59m58s via=nat-pmp\n\
+         \x201  D ;;; nat-pmp 192.168.88.11: ApplicationX\n\
          \x20     chain=dstnat action=dst-nat to-addresses=192.168.88.11 to-ports=5000 \
-         protocol=udp in-interface=ether1 dst-port=45000 lifetime=1d2h3m4s left=0s\n"
+         protocol=udp src-address=198.51.100.0/24 in-interface=ether1 dst-port=45000 \
+         lifetime=1d2h3m4s left=0s via=pcp nonce-owned=yes\n"
     );
     assert_eq!(text(&out.stderr), "");
 }
@@ -152,8 +164,8 @@ fn print_json() {
         text(&out.stdout),
         concat!(
             r#"{"mappings":["#,
-            r#"{"number":0,"flags":"D","comment":"nat-pmp 192.168.88.10: NAT-PMP tcp 8080","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.10","to-ports":8080,"protocol":"tcp","dst-address":"203.0.113.1","in-interface":"ether1","dst-port":40000,"lifetime":7200,"lifetime-left":7198,"client":"192.168.88.10"},"#,
-            r#"{"number":1,"flags":"D","comment":"nat-pmp 192.168.88.11: NAT-PMP udp 5000","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.11","to-ports":5000,"protocol":"udp","dst-address":null,"in-interface":"ether1","dst-port":45000,"lifetime":93784,"lifetime-left":0,"client":"192.168.88.11"}"#,
+            r#"{"number":0,"flags":"D","comment":"nat-pmp 192.168.88.10: NAT-PMP tcp 8080","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.10","to-ports":8080,"protocol":"tcp","dst-address":"203.0.113.1","in-interface":"ether1","dst-port":40000,"lifetime":7200,"lifetime-left":7198,"client":"192.168.88.10","via":"nat-pmp","kind":"map","nonce-owned":false},"#,
+            r#"{"number":1,"flags":"D","comment":"nat-pmp 192.168.88.11: ApplicationX","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.11","to-ports":5000,"protocol":"udp","src-address":["198.51.100.0/24"],"dst-address":null,"in-interface":"ether1","dst-port":45000,"lifetime":93784,"lifetime-left":0,"client":"192.168.88.11","via":"pcp","kind":"map","nonce-owned":true,"description":"ApplicationX"}"#,
             "]}\n"
         )
     );

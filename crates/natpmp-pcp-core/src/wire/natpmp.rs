@@ -4,7 +4,7 @@
 //! P4 (16), P5 (8) and the unsupported-opcode echo P6. Parsing never panics: every field is
 //! read only after the length has been checked.
 
-use crate::forward::Protocol;
+use crate::addr::Protocol;
 use std::net::Ipv4Addr;
 
 /// The only NAT-PMP version.
@@ -181,23 +181,6 @@ pub fn emit_unsupported_opcode(out: &mut Vec<u8>, request: &[u8], sssoe: u32) {
     out[field::SSSOE].copy_from_slice(&sssoe.to_be_bytes());
 }
 
-/// Turn a successful P4 in `reply` into a failure with `result`: external port and lifetime
-/// become 0. The daemon uses this when the kernel refused the forward the engine staged, so a
-/// client is never told it has a mapping the kernel does not hold. Returns false (and changes
-/// nothing) if `reply` is not a P4.
-pub fn rewrite_map_as_failure(reply: &mut [u8], result: ResultCode) -> bool {
-    if reply.len() != MAP_RESPONSE_LEN
-        || !matches!(reply[field::OPCODE], 0x81 | 0x82)
-        || reply[field::VERSION] != VERSION
-    {
-        return false;
-    }
-    reply[field::RESULT].copy_from_slice(&(result as u16).to_be_bytes());
-    reply[field::RESP_EXTERNAL_PORT].fill(0);
-    reply[field::RESP_LIFETIME].fill(0);
-    true
-}
-
 /// A parsed P4, for tests and tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapResponse {
@@ -328,23 +311,5 @@ mod tests {
         assert_eq!(parse(&[0, 0x80]), None);
         assert_eq!(parse(&[2, 0x81, 0, 0]), None);
         assert_eq!(parse(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None);
-    }
-
-    #[test]
-    fn rewrite_as_failure_zeroes_port_and_lifetime() {
-        let mut out = Vec::new();
-        emit_map(
-            &mut out,
-            Protocol::Udp,
-            ResultCode::Success,
-            5,
-            80,
-            40000,
-            60,
-        );
-        assert!(rewrite_map_as_failure(&mut out, ResultCode::NetworkFailure));
-        assert_eq!(out, [0, 0x81, 0, 3, 0, 0, 0, 5, 0, 80, 0, 0, 0, 0, 0, 0]);
-        let mut p2 = vec![0, 0x80, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
-        assert!(!rewrite_map_as_failure(&mut p2, ResultCode::NetworkFailure));
     }
 }

@@ -2,7 +2,8 @@
 //! network namespace of its own (no name under /run/netns, so nothing outlives the process),
 //! and `run` runs a command in the calling thread's namespace, failing loudly.
 //!
-//! Shared by `tests/kernel.rs` and `examples/bench_forwarding.rs` (included with `#[path]`).
+//! Shared by the kernel tests (`tests/kernel.rs`, `tests/traffic.rs`) and
+//! `examples/bench_forwarding.rs` (included with `#[path]`).
 
 #![allow(dead_code)]
 
@@ -121,4 +122,45 @@ pub fn gateway_with_hosts(ext: &str) -> (Host, Host) {
     run("ip", &["link", "set", "lo", "up"]);
     run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
     (lan, inet)
+}
+
+/// Run `body` in a thread of its own, in a new network namespace (see the test files' module
+/// comments). Fails, never skips, without root.
+pub fn in_netns<F: FnOnce() + Send + 'static>(body: F) {
+    let handle = std::thread::spawn(move || {
+        // SAFETY: unshare only changes the calling thread's namespaces.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET) failed ({}): these tests must run as root",
+            std::io::Error::last_os_error()
+        );
+        body();
+    });
+    if let Err(panic) = handle.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// `nft` with whitespace-separated `args`, in the calling thread's namespace.
+pub fn nft(args: &str) -> String {
+    run("nft", &args.split_whitespace().collect::<Vec<_>>())
+}
+
+/// Feed `script` to `nft -f -` in the calling thread's namespace.
+pub fn nft_script(script: &str) {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run nft");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f failed: {script}");
 }

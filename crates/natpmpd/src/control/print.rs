@@ -2,10 +2,11 @@
 //! for people and as JSON for scripts and tests. Pure functions over a `Response`.
 
 use super::Response;
+use natpmp_pcp_core::view::{MappingKind, Via};
 use natpmp_pcp_core::{MappingView, Protocol};
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// The header RouterOS prints above every rule listing.
 pub const FLAGS_HEADER: &str = "Flags: X - disabled, I - invalid, D - dynamic";
@@ -20,35 +21,60 @@ pub struct NatRule {
     pub comment: String,
     pub chain: &'static str,
     pub action: &'static str,
-    pub to_addresses: Ipv4Addr,
+    pub to_addresses: IpAddr,
     pub to_ports: u16,
     pub protocol: Protocol,
-    pub dst_address: Option<Ipv4Addr>,
+    /// The remotes admitted: a PEER's one address, a FILTERed MAP's prefixes; absent when
+    /// anyone may connect.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub src_address: Vec<String>,
+    /// A PEER's remote port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    pub dst_address: Option<IpAddr>,
     pub in_interface: Option<String>,
     pub dst_port: u16,
     pub lifetime: u32,
     pub lifetime_left: u32,
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
+    /// The protocol that made the mapping: `nat-pmp` or `pcp`.
+    pub via: Via,
+    pub kind: MappingKind,
+    /// Whether a PCP nonce owns it: only requests carrying that nonce may change it.
+    pub nonce_owned: bool,
+    /// The client's own DESCRIPTION (RFC 7220), if it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl NatRule {
     pub fn new(number: usize, mapping: &MappingView, external_interface: Option<&str>) -> Self {
+        let (src_address, src_port) = match mapping.remote {
+            Some(r) => (vec![r.ip().to_string()], Some(r.port())),
+            None => (mapping.filters.clone(), None),
+        };
         NatRule {
             number,
-            // Every NAT-PMP mapping is dynamic: made by the daemon, gone when it expires.
+            // Every mapping is dynamic: made by the daemon, gone when it expires.
             flags: "D",
-            comment: format!("nat-pmp {}: {}", mapping.client, mapping.description),
+            comment: format!("nat-pmp {}: {}", mapping.client, mapping.comment_text()),
             chain: "dstnat",
             action: "dst-nat",
             to_addresses: mapping.client,
             to_ports: mapping.internal_port,
             protocol: mapping.protocol,
+            src_address,
+            src_port,
             dst_address: mapping.external_addr,
             in_interface: external_interface.map(str::to_owned),
             dst_port: mapping.external_port,
             lifetime: mapping.lifetime,
             lifetime_left: mapping.expires_in,
             client: mapping.client,
+            via: mapping.via,
+            kind: mapping.kind,
+            nonce_owned: mapping.nonce_owned,
+            description: mapping.description.clone(),
         }
     }
 }
@@ -99,6 +125,12 @@ pub fn format_text(response: &Response) -> String {
             "{indent}chain={} action={} to-addresses={} to-ports={} protocol={}",
             rule.chain, rule.action, rule.to_addresses, rule.to_ports, rule.protocol
         );
+        if !rule.src_address.is_empty() {
+            let _ = write!(out, " src-address={}", rule.src_address.join(","));
+        }
+        if let Some(port) = rule.src_port {
+            let _ = write!(out, " src-port={port}");
+        }
         if let Some(addr) = rule.dst_address {
             let _ = write!(out, " dst-address={addr}");
         }
@@ -107,10 +139,16 @@ pub fn format_text(response: &Response) -> String {
         }
         let _ = writeln!(
             out,
-            " dst-port={} lifetime={} left={}",
+            " dst-port={} lifetime={} left={} via={}{}",
             rule.dst_port,
             format_duration(u64::from(rule.lifetime)),
-            format_duration(u64::from(rule.lifetime_left))
+            format_duration(u64::from(rule.lifetime_left)),
+            rule.via.as_str(),
+            if rule.nonce_owned {
+                " nonce-owned=yes"
+            } else {
+                ""
+            }
         );
     }
     out
@@ -152,16 +190,23 @@ fn printable(text: &str) -> String {
 mod tests {
     use super::*;
 
+    use std::net::Ipv4Addr;
+
     fn mapping(client: [u8; 4], protocol: Protocol, internal: u16, external: u16) -> MappingView {
         MappingView {
-            client: client.into(),
+            client: Ipv4Addr::from(client).into(),
             protocol,
             internal_port: internal,
-            external_addr: Some(Ipv4Addr::new(203, 0, 113, 1)),
+            external_addr: Some(Ipv4Addr::new(203, 0, 113, 1).into()),
             external_port: external,
             lifetime: 7200,
             expires_in: 7198,
-            description: format!("NAT-PMP {protocol} {internal}"),
+            via: Via::NatPmp,
+            kind: MappingKind::Map,
+            nonce_owned: false,
+            remote: None,
+            filters: Vec::new(),
+            description: None,
         }
     }
 
@@ -201,8 +246,45 @@ mod tests {
              \x200  D ;;; nat-pmp 192.168.88.10: NAT-PMP tcp 8080\n\
              \x20     chain=dstnat action=dst-nat to-addresses=192.168.88.10 to-ports=8080 \
              protocol=tcp dst-address=203.0.113.1 in-interface=ether1 dst-port=40000 \
-             lifetime=2h left=1h59m58s\n"
+             lifetime=2h left=1h59m58s via=nat-pmp\n"
         );
+    }
+
+    #[test]
+    fn pcp_mappings_show_description_filters_peer_and_nonce() {
+        let mut map = mapping([192, 168, 88, 10], Protocol::Tcp, 8080, 8080);
+        map.via = Via::Pcp;
+        map.nonce_owned = true;
+        map.description = Some("ApplicationX".into());
+        map.filters = vec!["198.51.100.0/24".into(), "203.0.113.7/32:4000".into()];
+        let mut peer = mapping([192, 168, 88, 10], Protocol::Udp, 5000, 5000);
+        peer.via = Via::Pcp;
+        peer.kind = MappingKind::Peer;
+        peer.nonce_owned = true;
+        peer.remote = Some("198.51.100.7:4000".parse().unwrap());
+        let text = format_text(&response(vec![map, peer]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], " 0  D ;;; nat-pmp 192.168.88.10: ApplicationX");
+        assert!(
+            lines[2].contains(
+                " protocol=tcp src-address=198.51.100.0/24,203.0.113.7/32:4000 dst-address="
+            ),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[2].ends_with(" via=pcp nonce-owned=yes"),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(lines[3], " 1  D ;;; nat-pmp 192.168.88.10: PCP udp 5000");
+        assert!(
+            lines[4].contains(" protocol=udp src-address=198.51.100.7 src-port=4000 dst-address="),
+            "{}",
+            lines[4]
+        );
+        let v: serde_json::Value = serde_json::from_str(&format_json(&response(vec![]))).unwrap();
+        assert_eq!(v["mappings"].as_array().unwrap().len(), 0);
     }
 
     #[test]
@@ -239,7 +321,7 @@ mod tests {
     #[test]
     fn control_characters_are_not_printed() {
         let mut m = mapping([192, 168, 88, 10], Protocol::Tcp, 1, 2);
-        m.description = "evil\n 1  D ;;; forged\x1b[2J".into();
+        m.description = Some("evil\n 1  D ;;; forged\x1b[2J".into());
         let text = format_text(&response(vec![m]));
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(!text.contains('\x1b'));
@@ -255,7 +337,7 @@ mod tests {
         )]);
         assert_eq!(
             format_json(&r),
-            r#"{"mappings":[{"number":0,"flags":"D","comment":"nat-pmp 192.168.88.10: NAT-PMP tcp 8080","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.10","to-ports":8080,"protocol":"tcp","dst-address":"203.0.113.1","in-interface":"ether1","dst-port":40000,"lifetime":7200,"lifetime-left":7198,"client":"192.168.88.10"}]}"#
+            r#"{"mappings":[{"number":0,"flags":"D","comment":"nat-pmp 192.168.88.10: NAT-PMP tcp 8080","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.10","to-ports":8080,"protocol":"tcp","dst-address":"203.0.113.1","in-interface":"ether1","dst-port":40000,"lifetime":7200,"lifetime-left":7198,"client":"192.168.88.10","via":"nat-pmp","kind":"map","nonce-owned":false}]}"#
         );
     }
 

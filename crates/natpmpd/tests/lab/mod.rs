@@ -6,7 +6,7 @@
 //! `ip netns exec NAME ...`); nothing touches the host's interfaces, routes or firewall.
 //!
 //! ```text
-//!   lan  192.168.88.10/24 + .11/24 ──eth0══ether2── gw ──ether1══eth0── inet 203.0.113.2/24
+//!   lan  192.168.88.10/24 + .11/24 ──eth0══ether2── gw ──ether1══eth0── inet 203.0.113.2/24 + .3
 //!                                     192.168.88.1/24 + .2/24   203.0.113.1/24  (no route back)
 //!   lan2 192.168.89.10/24 ──────────eth0══ether3── gw 192.168.89.1/24
 //! ```
@@ -17,6 +17,8 @@
 //! namespace and runs the closure; sockets made there stay in that namespace, so they can be
 //! handed back and used from any thread.
 #![allow(dead_code)]
+
+pub mod pcp;
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -32,6 +34,8 @@ use std::time::{Duration, Instant};
 
 pub const GW_EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const INET_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+/// A second internet host (an address of inet's too): a remote that a FILTER or PEER leaves out.
+pub const INET_HOST_SECOND: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 3);
 pub const GW_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 88, 1);
 pub const GW_LAN_SECOND: Ipv4Addr = Ipv4Addr::new(192, 168, 88, 2);
 pub const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 88, 10);
@@ -688,6 +692,7 @@ impl Lab {
         ip_n(lan2, &["route", "add", "default", "via", "192.168.89.1"]);
         // inet deliberately has no route to the LAN subnets: only forwards reach the LAN.
         ip_n(inet, &["addr", "add", "203.0.113.2/24", "dev", "eth0"]);
+        ip_n(inet, &["addr", "add", "203.0.113.3/24", "dev", "eth0"]);
 
         // The operator's part: forwarding and a masquerade rule in their own table.
         // (/proc/sys/net follows the network namespace of the writing process.)

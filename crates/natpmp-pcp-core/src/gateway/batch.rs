@@ -1,0 +1,230 @@
+//! Requests, a batch at a time (design.md §2): each accepted datagram goes to its front end,
+//! which answers at once or stages kernel changes; all staged changes go to the kernel in one
+//! transaction; each request is then committed or reverted, and only then are its reply
+//! bytes written.
+//!
+//! If the transaction is refused, each request's changes are tried alone (in one transaction,
+//! without the removals of elements already gone), so one bad request does not fail the
+//! others. A refused addition means the kernel holds something we did not put
+//! there (an element added by hand on the same port, say): the table is rebuilt from the
+//! engine, which repairs both. Only if that fails are those requests reverted and their
+//! clients told the request failed.
+//!
+//! A request is never staged on top of an uncommitted one from the same client: the batch is
+//! settled first. Undo records are snapshots of the endpoints a request touched, and this
+//! keeps them exact.
+
+use super::{Gateway, Outgoing};
+use crate::front::{self, Dispatch, Handled, Pending};
+use crate::kernel::{removed_for_good, Change, Errno, Forwarder};
+use crate::time::Timestamp;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use tracing::{debug, warn};
+
+/// A received datagram and where it came in.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    pub source: SocketAddr,
+    /// The destination address in the IP header (may be broadcast or multicast).
+    pub destination: IpAddr,
+    /// The interface it arrived on.
+    pub ifindex: u32,
+    pub payload: &'a [u8],
+}
+
+struct Waiting {
+    pending: Pending,
+    reply_to: SocketAddr,
+    from: IpAddr,
+    ifindex: u32,
+    changes: Range<usize>,
+}
+
+#[derive(Default)]
+struct Batch {
+    waiting: Vec<Waiting>,
+    changes: Vec<Change>,
+    clients: HashSet<IpAddr>,
+}
+
+impl<F: Forwarder> Gateway<F> {
+    /// Accept a datagram only if it came in on an enabled internal interface, addressed to
+    /// one of that interface's own addresses (not broadcast, not multicast), from a source on
+    /// that interface's subnets (RFC 6886 §3.3, RFC 6887 §8.2; rfc-checklist §2 A). Everything
+    /// else, the external side included, is dropped without a word.
+    pub fn accepts(&self, d: &Datagram) -> bool {
+        self.internal_interfaces().any(|iface| {
+            iface.index == d.ifindex
+                && iface.addrs.iter().any(|a| a.addr == d.destination)
+                && iface.addrs.iter().any(|a| a.contains(d.source.ip()))
+        })
+    }
+
+    /// Answer a batch of datagrams, appending the replies to `out`.
+    pub fn handle_datagrams<'a>(
+        &mut self,
+        now: Timestamp,
+        datagrams: impl IntoIterator<Item = Datagram<'a>>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        if !self.serving {
+            return;
+        }
+        let mut batch = Batch::default();
+        for d in datagrams {
+            if !self.accepts(&d) {
+                debug!(
+                    "dropped a datagram from {} to {} on ifindex {}",
+                    d.source, d.destination, d.ifindex
+                );
+                continue;
+            }
+            if batch.clients.contains(&d.source.ip()) {
+                self.settle(now, &mut batch, out);
+            }
+            let start = batch.changes.len();
+            match self.handle_one(now, &d, &mut batch.changes) {
+                Handled::Drop => {}
+                Handled::Reply(payload) => out.push(Outgoing {
+                    payload,
+                    from: d.destination,
+                    ifindex: d.ifindex,
+                    to: d.source,
+                }),
+                Handled::Pending(pending) => {
+                    batch.clients.insert(d.source.ip());
+                    batch.waiting.push(Waiting {
+                        pending,
+                        reply_to: d.source,
+                        from: d.destination,
+                        ifindex: d.ifindex,
+                        changes: start..batch.changes.len(),
+                    });
+                }
+            }
+        }
+        self.settle(now, &mut batch, out);
+    }
+
+    fn handle_one(&mut self, now: Timestamp, d: &Datagram, changes: &mut Vec<Change>) -> Handled {
+        match front::dispatch(d.payload, self.config.pcp) {
+            Dispatch::Drop => Handled::Drop,
+            Dispatch::NatPmp => match d.source.ip() {
+                IpAddr::V4(client) => {
+                    front::natpmp::handle(&mut self.engine, now, client, d.payload, changes)
+                }
+                // NAT-PMP is IPv4-only (RFC 6886 §1): over IPv6 only PCP is spoken, and the
+                // nearest version it speaks is 2 (rfc-checklist §4 case 71).
+                IpAddr::V6(_) => Handled::Reply(front::unsupported_version(
+                    d.payload,
+                    self.engine.epoch_seconds(now),
+                    true,
+                )),
+            },
+            Dispatch::Pcp => front::pcp::handle(
+                &mut self.engine,
+                now,
+                d.source,
+                d.destination,
+                d.payload,
+                self.config.pcp_policy,
+                changes,
+            ),
+            Dispatch::UnsupportedVersion => Handled::Reply(front::unsupported_version(
+                d.payload,
+                self.engine.epoch_seconds(now),
+                self.config.pcp,
+            )),
+        }
+    }
+
+    /// Apply the batch's changes, commit or revert each waiting request, write its reply.
+    fn settle(&mut self, now: Timestamp, batch: &mut Batch, out: &mut Vec<Outgoing>) {
+        let waiting = std::mem::take(&mut batch.waiting);
+        let changes = std::mem::take(&mut batch.changes);
+        batch.clients.clear();
+        if waiting.is_empty() {
+            return;
+        }
+        let mut committed = vec![true; waiting.len()];
+        if let Err(e) = self.forwarder.apply(&changes) {
+            warn!(
+                "{e}; trying the batch's {} request(s) one by one",
+                waiting.len()
+            );
+            let refused: Vec<usize> = waiting
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| !self.apply_tolerant(&changes[w.changes.clone()]))
+                .map(|(i, _)| i)
+                .collect();
+            if !refused.is_empty() {
+                match self.rebuild(now) {
+                    Ok(n) => warn!("natpmpd table rebuilt with {n} element(s) after a refusal"),
+                    Err(e) => {
+                        warn!(
+                            "cannot rebuild the natpmpd table ({e}): {} request(s) fail",
+                            refused.len()
+                        );
+                        for i in refused {
+                            committed[i] = false;
+                        }
+                    }
+                }
+            }
+        }
+        for (w, ok) in waiting.into_iter().zip(committed) {
+            if ok {
+                self.flows_to_clear
+                    .extend(removed_for_good(&changes[w.changes.clone()]));
+                for c in &changes[w.changes.clone()] {
+                    debug!("{c}");
+                }
+            } else {
+                warn!(
+                    "request from {} reverted: the kernel refused its changes",
+                    w.reply_to
+                );
+            }
+            out.push(Outgoing {
+                payload: w.pending.finish(&mut self.engine, now, ok),
+                from: w.from,
+                ifindex: w.ifindex,
+                to: w.reply_to,
+            });
+        }
+        self.leases_changed(now);
+    }
+
+    /// Apply one request's changes; if the kernel refuses them, try once more without the
+    /// removals it refused as already gone (ENOENT: an element another tool flushed must not
+    /// block the renewal that follows). Still one transaction, so a refusal leaves the kernel
+    /// exactly as it was, which is what reverting the request assumes. Only refused additions
+    /// (or a transaction refused as a whole) count as a failure.
+    fn apply_tolerant(&mut self, changes: &[Change]) -> bool {
+        if changes.is_empty() {
+            return true;
+        }
+        let gone: Vec<usize> = match self.forwarder.apply(changes) {
+            Ok(()) => return true,
+            Err(e) => e
+                .refused()
+                .iter()
+                .filter(|r| {
+                    r.errno == Errno::ENOENT && changes.get(r.index).is_some_and(|c| !c.is_add())
+                })
+                .map(|r| r.index)
+                .collect(),
+        };
+        for &i in &gone {
+            debug!("{} not applied (already gone)", changes[i]);
+        }
+        let rest: Vec<Change> = (0..changes.len())
+            .filter(|i| !gone.contains(i))
+            .map(|i| changes[i])
+            .collect();
+        rest.is_empty() || self.forwarder.apply(&rest).is_ok()
+    }
+}

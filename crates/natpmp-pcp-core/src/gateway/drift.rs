@@ -1,0 +1,138 @@
+//! Keeping the kernel an exact projection of the engine (design.md §7 item 1).
+//!
+//! - the engine is the truth; the lease file keeps it across restarts;
+//! - every `DRIFT_CHECK` the table's shape is checked over netlink and its elements compared
+//!   with the engine's projection; what another tool flushed or deleted is put back, and what
+//!   nobody tracks is removed, element by element;
+//! - a damaged table (missing, or a chain or map gone) is rebuilt whole.
+
+use super::Gateway;
+use crate::engine::project::stage_all;
+use crate::kernel::{Change, Element, Forwarder, Health, KernelError};
+use crate::time::Timestamp;
+use std::collections::HashSet;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// The changes that turn the kernel's elements into the wanted ones: remove what nobody
+/// tracks (first), add what is missing. Timeouts are not compared (the kernel's count down).
+pub fn drift_repair(
+    now: Timestamp,
+    wanted: &[(Element, Timestamp)],
+    kernel: &[(Element, Duration)],
+) -> Vec<Change> {
+    let have: HashSet<&Element> = kernel.iter().map(|(e, _)| e).collect();
+    let want: HashSet<&Element> = wanted.iter().map(|(e, _)| e).collect();
+    let mut out: Vec<Change> = kernel
+        .iter()
+        .filter(|(e, _)| !want.contains(e))
+        .map(|(e, _)| Change::Remove(*e))
+        .collect();
+    let missing: Vec<(Element, Timestamp)> = wanted
+        .iter()
+        .filter(|(e, _)| !have.contains(e))
+        .copied()
+        .collect();
+    stage_all(now, &missing, &mut out);
+    out
+}
+
+impl<F: Forwarder> Gateway<F> {
+    /// Reload our table, install every element the engine projects in one transaction, and
+    /// fill the hairpin sets (which the reload emptied). Returns how many elements it
+    /// installed.
+    pub(super) fn rebuild(&mut self, now: Timestamp) -> Result<usize, KernelError> {
+        let Some(external) = self.config.external.clone() else {
+            return Err(KernelError::InvalidInterface(
+                "no external interface is configured".into(),
+            ));
+        };
+        let mut adds = Vec::new();
+        stage_all(now, &self.engine.projection(), &mut adds);
+        self.forwarder.prepare(&external.name)?;
+        self.hairpin_applied = None;
+        self.forwarder.apply(&adds).map_err(|e| match e {
+            crate::kernel::ApplyError::Failed(k) | crate::kernel::ApplyError::Unknown(k) => k,
+            refused => KernelError::Protocol(refused.to_string()),
+        })?;
+        self.sync_hairpin();
+        Ok(adds.len())
+    }
+
+    /// Compare the kernel with the engine; put back what another tool removed, remove what
+    /// nobody tracks.
+    pub(super) fn check_drift(&mut self, now: Timestamp) {
+        let damage = match self.forwarder.check() {
+            Ok(Health::Intact) => None,
+            Ok(Health::Damaged(why)) => Some(format!("changed by someone else ({why})")),
+            Err(e) => Some(format!("cannot be checked ({e})")),
+        };
+        let kernel = match damage {
+            None => match self.forwarder.list() {
+                Ok(k) => Ok(k),
+                Err(e) => Err(format!("cannot be listed ({e})")),
+            },
+            Some(why) => Err(why),
+        };
+        let kernel = match kernel {
+            Ok(k) => k,
+            Err(why) => {
+                warn!("natpmpd's nftables table {why}; restoring it");
+                match self.rebuild(now) {
+                    Ok(n) => info!("natpmpd table rebuilt with {n} element(s)"),
+                    Err(e) => warn!("cannot rebuild the natpmpd table: {e}"),
+                }
+                return;
+            }
+        };
+        let repair = drift_repair(now, &self.engine.projection(), &kernel);
+        if repair.is_empty() {
+            return;
+        }
+        let added = repair.iter().filter(|c| c.is_add()).count();
+        warn!(
+            "natpmpd's elements drifted from its table: restoring {added} missing, removing {} unknown",
+            repair.len() - added
+        );
+        self.apply_or_rebuild(now, &repair);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Protocol;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn inbound(port: u16) -> Element {
+        Element::Inbound {
+            protocol: Protocol::Tcp,
+            external_port: port,
+            internal: SocketAddrV4::new(Ipv4Addr::new(192, 168, 88, 10), port),
+        }
+    }
+
+    #[test]
+    fn repair_adds_missing_and_removes_unknown_ignoring_timeouts() {
+        let now = Timestamp::from_secs(10);
+        let wanted = [
+            (inbound(1), Timestamp::from_secs(100)),
+            (inbound(2), Timestamp::from_secs(100)),
+        ];
+        let kernel = [
+            (inbound(2), Duration::from_secs(3)),
+            (inbound(3), Duration::from_secs(50)),
+        ];
+        assert_eq!(
+            drift_repair(now, &wanted, &kernel),
+            vec![
+                Change::Remove(inbound(3)),
+                Change::Add {
+                    element: inbound(1),
+                    timeout: Duration::from_secs(92)
+                }
+            ]
+        );
+        assert!(drift_repair(now, &wanted[..1], &[(inbound(1), Duration::ZERO)]).is_empty());
+    }
+}

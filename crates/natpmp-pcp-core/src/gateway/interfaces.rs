@@ -1,0 +1,97 @@
+//! The gateway's view of the machine's interfaces, as plain data the daemon fills from
+//! netlink, and the rules that depend on it: which datagrams are accepted, which address is
+//! the external one, what hairpin needs, where unsolicited messages leave from.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// One address of an interface with its prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfAddr {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl IfAddr {
+    pub fn v4(addr: Ipv4Addr, prefix_len: u8) -> IfAddr {
+        IfAddr {
+            addr: addr.into(),
+            prefix_len,
+        }
+    }
+
+    pub fn v6(addr: Ipv6Addr, prefix_len: u8) -> IfAddr {
+        IfAddr {
+            addr: addr.into(),
+            prefix_len,
+        }
+    }
+
+    /// Whether `other` is on this address's subnet.
+    pub fn contains(&self, other: IpAddr) -> bool {
+        crate::addr::Prefix::new(self.addr, self.prefix_len).is_some_and(|p| p.contains(other))
+    }
+
+    /// The subnet's IPv4 network address and prefix length.
+    pub fn v4_network(&self) -> Option<(Ipv4Addr, u8)> {
+        match crate::addr::Prefix::new(self.addr, self.prefix_len)?.addr() {
+            IpAddr::V4(n) => Some((n, self.prefix_len)),
+            IpAddr::V6(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub up: bool,
+    /// In the kernel's order: the primary address of each subnet comes first.
+    pub addrs: Vec<IfAddr>,
+}
+
+impl Interface {
+    /// The interface's first IPv4 address: what announcements are sent from.
+    pub fn first_v4(&self) -> Option<Ipv4Addr> {
+        self.addrs.iter().find_map(|a| match a.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+}
+
+/// Every interface of the network namespace, by name.
+pub type Interfaces = BTreeMap<String, Interface>;
+
+/// The external interface as configured: RouterOS `type=external`, with `forced-ip`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalInterface {
+    pub name: String,
+    /// Which address of the interface is the public one, when it has several.
+    pub forced_ip: Option<Ipv4Addr>,
+}
+
+impl ExternalInterface {
+    /// The interface's primary IPv4 address, or `forced-ip` while the interface has it.
+    pub fn address(&self, interfaces: &Interfaces) -> Option<Ipv4Addr> {
+        let iface = interfaces.get(&self.name)?;
+        let mut v4 = iface.addrs.iter().filter_map(|a| match a.addr {
+            IpAddr::V4(x) => Some(x),
+            IpAddr::V6(_) => None,
+        });
+        match self.forced_ip {
+            Some(forced) => v4.any(|a| a == forced).then_some(forced),
+            None => v4.next(),
+        }
+    }
+}
+
+/// Whether `addr` is private or reserved: then mappings are reachable only from networks that
+/// route to it (double NAT, CGNAT, labs). Allowed, as RouterOS allows it, with a warning.
+pub fn is_private_or_reserved(a: Ipv4Addr) -> bool {
+    a.is_private()
+        || a.is_loopback()
+        || a.is_link_local()
+        || a.is_documentation()
+        || (a.octets()[0] == 100 && (a.octets()[1] & 0xC0) == 64)
+}
