@@ -10,6 +10,10 @@
 //! mappings it would measure that stand-in rather than the request path; the real cost of the
 //! kernel (a netlink round trip per batch) is what crate natpmp-pcp-nft's benchmark measures.
 //!
+//! The same operations are then timed for PCP MAP requests (60 bytes, one nonce per mapping)
+//! on the same gateway in the same run, in alternating rounds, and the PCP/NAT-PMP ratio is
+//! printed (the goal: PCP within 10% of NAT-PMP).
+//!
 //! Run: `cargo run --release -p natpmp-pcp-core --example bench_engine`. Prints one row per N.
 
 use natpmp_pcp_core::gateway::interfaces::{ExternalInterface, IfAddr, Interface, Interfaces};
@@ -163,6 +167,69 @@ fn per_op(total: Duration, ops: u32) -> f64 {
     total.as_nanos() as f64 / f64::from(ops)
 }
 
+/// A PCP MAP request (RFC 6887 §11.1) from `client` with nonce `nonce`, built by hand.
+fn pcp_map_request(client: Ipv4Addr, nonce: u32, internal_port: u16, lifetime: u32) -> [u8; 60] {
+    let mut r = [0u8; 60];
+    r[0] = 2;
+    r[1] = 1;
+    r[4..8].copy_from_slice(&lifetime.to_be_bytes());
+    r[8..24].copy_from_slice(&client.to_ipv6_mapped().octets());
+    r[24..28].copy_from_slice(&nonce.to_be_bytes());
+    r[36] = 6;
+    r[40..42].copy_from_slice(&internal_port.to_be_bytes());
+    r[44..60].copy_from_slice(&Ipv4Addr::UNSPECIFIED.to_ipv6_mapped().octets());
+    r
+}
+
+/// The `i`-th probe mapping's client and internal port.
+fn probe(i: u32) -> (Ipv4Addr, u16) {
+    let first = Ipv4Addr::new(192, 168, 88, 10);
+    (
+        Ipv4Addr::from(u32::from(first) + i / 200),
+        2000 + (i % 200) as u16,
+    )
+}
+
+/// Create, renew (a second later) and delete `ops` mappings with one protocol; returns the
+/// three costs per operation and the time the next round may start at.
+fn round(
+    g: &mut Gateway<Discard>,
+    start: Timestamp,
+    ops: u32,
+    pcp: bool,
+    out: &mut Vec<Outgoing>,
+) -> ([f64; 3], Timestamp) {
+    let request = |i: u32, lifetime: u32| -> Vec<u8> {
+        let (c, port) = probe(i);
+        if pcp {
+            pcp_map_request(c, i, port, lifetime).to_vec()
+        } else {
+            map_request(2, port, 0, lifetime).to_vec()
+        }
+    };
+    let mut costs = [0.0; 3];
+    let steps = [
+        (start, 3600),
+        (start + Duration::from_secs(1), 3600),
+        (start + Duration::from_secs(1), 0),
+    ];
+    for (k, (now, lifetime)) in steps.into_iter().enumerate() {
+        let requests: Vec<Vec<u8>> = (0..ops).map(|i| request(i, lifetime)).collect();
+        let t = Instant::now();
+        for (i, req) in requests.iter().enumerate() {
+            send(g, now, probe(i as u32).0, req, out);
+            black_box(&out);
+        }
+        costs[k] = per_op(t.elapsed(), ops);
+        assert_eq!(out[0].payload[3], 0, "every probe request succeeds");
+    }
+    (costs, start + Duration::from_secs(2))
+}
+
+fn fastest(v: Vec<f64>) -> f64 {
+    v.into_iter().fold(f64::INFINITY, f64::min)
+}
+
 fn main() {
     println!("engine cost per operation (ns), table holding N mappings");
     println!(
@@ -221,6 +288,34 @@ fn main() {
         );
         println!("{n:>7} | {create:>9.0} {renew:>9.0} {delete:>9.0} {expire:>11.0}");
     }
+
+    println!();
+    // The fastest round is the one least disturbed by other work on the machine.
+    println!("PCP MAP beside NAT-PMP, same gateway and run, fastest of 11 alternating rounds (ns)");
+    println!(
+        "{:>7} | {:>17} | {:>17} | {:>17}",
+        "N", "create pmp/pcp", "renew pmp/pcp", "delete pmp/pcp"
+    );
+    for n in [0u32, 10_000, 50_000] {
+        let mut g = filled(n);
+        let mut out = Vec::with_capacity(1);
+        let mut now = Timestamp::from_secs(10);
+        let (mut natpmp, mut pcp): (Vec<[f64; 3]>, Vec<[f64; 3]>) = (Vec::new(), Vec::new());
+        for _ in 0..11 {
+            let (c, next) = round(&mut g, now, ops, false, &mut out);
+            natpmp.push(c);
+            let (c, next) = round(&mut g, next, ops, true, &mut out);
+            pcp.push(c);
+            now = next;
+        }
+        let cell = |k: usize| {
+            let a = fastest(natpmp.iter().map(|c| c[k]).collect());
+            let b = fastest(pcp.iter().map(|c| c[k]).collect());
+            format!("{a:>5.0}/{b:>5.0} ({:.2}x)", b / a)
+        };
+        println!("{n:>7} | {} | {} | {}", cell(0), cell(1), cell(2));
+    }
+    println!();
 
     // The worst case: the whole port range is held by others, so a new request scans it all
     // before answering result 4.

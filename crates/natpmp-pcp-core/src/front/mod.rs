@@ -40,17 +40,23 @@ enum PendingReply {
 }
 
 impl Pending {
-    /// Write the reply. `committed`: the kernel took the changes. If it did not, the engine
-    /// first puts the table back as it was, and the client is told the request failed
-    /// (NAT-PMP result 3, PCP NETWORK_FAILURE).
-    pub fn finish(self, engine: &mut Engine, now: Timestamp, committed: bool) -> Vec<u8> {
+    /// Write the reply to `request` (the datagram this came from). `committed`: the kernel
+    /// took the changes. If it did not, the engine first puts the table back as it was, and
+    /// the client is told the request failed (NAT-PMP result 3, PCP NETWORK_FAILURE).
+    pub fn finish(
+        self,
+        engine: &mut Engine,
+        now: Timestamp,
+        committed: bool,
+        request: &[u8],
+    ) -> Vec<u8> {
         if !committed {
             engine.revert(self.undo);
         }
         let epoch = engine.epoch_seconds(now);
         match self.reply {
             PendingReply::NatPmp(r) => r.emit(epoch, committed),
-            PendingReply::Pcp(r) => r.emit(epoch, committed),
+            PendingReply::Pcp(r) => r.emit(epoch, committed, request),
         }
     }
 }

@@ -68,31 +68,22 @@ pub fn refusal_code(refusal: Refusal) -> (ResultCode, u32) {
     }
 }
 
-/// A PCP reply waiting for the kernel: the success response, or what its failure copies.
+/// A PCP reply waiting for the kernel: the success response; a failure copies the request.
 #[derive(Debug)]
 pub struct PendingReply {
-    request: Vec<u8>,
     opcode: u8,
     success: Vec<u8>,
 }
 
 impl PendingReply {
-    pub(super) fn emit(self, epoch: u32, committed: bool) -> Vec<u8> {
+    pub(super) fn emit(self, epoch: u32, committed: bool, request: &[u8]) -> Vec<u8> {
         let mut out = self.success;
         if committed {
             // The header was written before the epoch was known at reply time.
             out[8..12].copy_from_slice(&epoch.to_be_bytes());
         } else {
             let (code, lifetime) = refusal_code(Refusal::KernelRefused);
-            emit_error(
-                &mut out,
-                &self.request,
-                self.opcode,
-                code,
-                lifetime,
-                epoch,
-                true,
-            );
+            emit_error(&mut out, request, self.opcode, code, lifetime, epoch, true);
         }
         out
     }
@@ -266,7 +257,6 @@ fn pending(req: &Request, undo: Undo, success: Vec<u8>) -> Handled {
     Handled::Pending(Pending {
         undo,
         reply: AnyPending::Pcp(PendingReply {
-            request: req.bytes.to_vec(),
             opcode: req.header.opcode,
             success,
         }),
@@ -308,7 +298,7 @@ fn map(
         // the source decides, and clients that send :: for an IPv4 delete still work. What
         // does not exist (a wildcard, an unsupported protocol, a mapping never made) is
         // deleted already: SUCCESS.
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(MAP_LEN);
         emit_response_header(&mut out, OP_MAP, ResultCode::Success, 0, req.epoch);
         // The suggested port and address are copied into the assigned fields.
         out.extend_from_slice(&req.bytes[HEADER_LEN..MAP_LEN]);

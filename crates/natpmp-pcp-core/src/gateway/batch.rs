@@ -34,8 +34,9 @@ pub struct Datagram<'a> {
     pub payload: &'a [u8],
 }
 
-struct Waiting {
+struct Waiting<'a> {
     pending: Pending,
+    request: &'a [u8],
     reply_to: SocketAddr,
     from: IpAddr,
     ifindex: u32,
@@ -43,8 +44,8 @@ struct Waiting {
 }
 
 #[derive(Default)]
-struct Batch {
-    waiting: Vec<Waiting>,
+struct Batch<'a> {
+    waiting: Vec<Waiting<'a>>,
     changes: Vec<Change>,
     clients: HashSet<IpAddr>,
 }
@@ -97,6 +98,7 @@ impl<F: Forwarder> Gateway<F> {
                     batch.clients.insert(d.source.ip());
                     batch.waiting.push(Waiting {
                         pending,
+                        request: d.payload,
                         reply_to: d.source,
                         from: d.destination,
                         ifindex: d.ifindex,
@@ -141,7 +143,7 @@ impl<F: Forwarder> Gateway<F> {
     }
 
     /// Apply the batch's changes, commit or revert each waiting request, write its reply.
-    fn settle(&mut self, now: Timestamp, batch: &mut Batch, out: &mut Vec<Outgoing>) {
+    fn settle(&mut self, now: Timestamp, batch: &mut Batch<'_>, out: &mut Vec<Outgoing>) {
         let waiting = std::mem::take(&mut batch.waiting);
         let changes = std::mem::take(&mut batch.changes);
         batch.clients.clear();
@@ -189,7 +191,7 @@ impl<F: Forwarder> Gateway<F> {
                 );
             }
             out.push(Outgoing {
-                payload: w.pending.finish(&mut self.engine, now, ok),
+                payload: w.pending.finish(&mut self.engine, now, ok, w.request),
                 from: w.from,
                 ifindex: w.ifindex,
                 to: w.reply_to,
