@@ -80,13 +80,27 @@ for l in "$GW ether1" "$GW ether2" "$INET eth0" "$LAN eth0"; do
     set -- $l; ip -n "$1" link set "$2" up
 done
 ip -n "$LAN" route add default via 192.168.88.1
-# The operator's part: forwarding and their own masquerade rule.
-ip netns exec "$GW" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
+# IPv6 too (no NAT: the internet host routes the LAN prefix to the gateway).
+ip -n "$GW" -6 addr add 2001:db8:ff::1/64 dev ether1 nodad
+ip -n "$GW" -6 addr add 2001:db8:1::1/64 dev ether2 nodad
+ip -n "$INET" -6 addr add 2001:db8:ff::2/64 dev eth0 nodad
+ip -n "$LAN" -6 addr add 2001:db8:1::10/64 dev eth0 nodad
+ip -n "$LAN" -6 route add default via 2001:db8:1::1
+ip -n "$INET" -6 route add 2001:db8:1::/64 via 2001:db8:ff::1
+# The operator's part: forwarding, their own masquerade, and a forward chain that drops by
+# default and lets natpmpd's connections in by their mark (the README's firewall contract).
+ip netns exec "$GW" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv6/conf/all/forwarding'
 ip netns exec "$GW" nft -f - <<'NFT'
-table ip lab {
+table inet lab {
   chain post {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "ether1" masquerade
+    meta nfproto ipv4 oifname "ether1" masquerade
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    ct mark & 0x00100000 == 0x00100000 accept
+    iifname "ether2" oifname "ether1" accept
   }
 }
 NFT
@@ -132,8 +146,8 @@ step "natpmpctl print"
 ip netns exec "$GW" "$BIN/natpmpctl" --socket "$WORK/natpmpd.sock" print \
     || ip netns exec "$GW" "$BIN/natpmpctl" --socket "$WORK/natpmpd.sock" print --json
 
-step "nft list table ip natpmpd"
-ip netns exec "$GW" nft list table ip natpmpd
+step "nft list table inet natpmpd"
+ip netns exec "$GW" nft list table inet natpmpd
 
 step "TCP from the internet host to 203.0.113.1:$PORT"
 ip netns exec "$LAN" socat -u TCP-LISTEN:8080,bind=192.168.88.10,reuseaddr OPEN:"$WORK/received",creat,trunc &
@@ -157,7 +171,8 @@ if [ "$KEEP" = 1 ]; then
     step "lab kept running; Ctrl-C removes it"
     cat <<EOT
   daemon log:     tail -f $WORK/natpmpd.log
-  LAN host:       ip netns exec $LAN bash        (natpmpc -g 192.168.88.1 -a 0 9000 udp 600)
+  LAN host:       ip netns exec $LAN bash        (natpmpc -g 192.168.88.1 -a 0 9000 udp 600;
+                  PCP over IPv6 from 2001:db8:1::10 to 2001:db8:1::1 port 5351)
   internet host:  ip netns exec $INET bash
   gateway:        ip netns exec $GW nft list ruleset
   mappings:       $BIN/natpmpctl --socket $WORK/natpmpd.sock print

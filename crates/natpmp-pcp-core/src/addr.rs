@@ -85,6 +85,18 @@ pub fn unspecified_like(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether a host at `addr` can be given a pinhole: an address the internet can send to.
+/// Link-local (fe80::/10), loopback, multicast and unspecified addresses cannot; unique
+/// local addresses (fc00::/7) can, for networks that route them.
+pub fn pinhole_capable(addr: Ipv6Addr) -> bool {
+    let link_local = (addr.segments()[0] & 0xffc0) == 0xfe80;
+    !(addr.is_unspecified()
+        || addr.is_loopback()
+        || addr.is_multicast()
+        || link_local
+        || addr.to_ipv4_mapped().is_some())
+}
+
 /// An address prefix, host bits cleared: `203.0.113.0/24`, `2001:db8::/32`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Prefix {
@@ -128,6 +140,21 @@ impl Prefix {
     /// Whether every address of `other` is in `self`.
     pub fn covers(&self, other: &Prefix) -> bool {
         self.len <= other.len && self.contains(other.addr)
+    }
+
+    /// The first and last address as numbers (an IPv4 address is its 32-bit value), for
+    /// range arithmetic that does not care about the family.
+    pub fn numeric_range(&self) -> (u128, u128) {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let first = u32::from(a);
+                (first.into(), (first | !v4_mask(self.len)).into())
+            }
+            IpAddr::V6(a) => {
+                let first = u128::from(a);
+                (first, first | !v6_mask(self.len))
+            }
+        }
     }
 
     /// The first and last IPv4 address, for an IPv4 prefix.
@@ -183,6 +210,23 @@ mod tests {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         );
         assert!(from_wire(Ipv6Addr::UNSPECIFIED).is_ipv6());
+    }
+
+    #[test]
+    fn pinholes_only_for_addresses_the_internet_can_reach() {
+        for good in ["2001:db8:1::10", "fd00::1"] {
+            assert!(pinhole_capable(good.parse().unwrap()), "{good}");
+        }
+        for bad in [
+            "fe80::1",
+            "febf::1",
+            "::1",
+            "::",
+            "ff02::1",
+            "::ffff:192.168.88.10",
+        ] {
+            assert!(!pinhole_capable(bad.parse().unwrap()), "{bad}");
+        }
     }
 
     #[test]

@@ -148,7 +148,10 @@ fn delete_all_tcp_removes_only_that_clients_tcp_mappings() {
     assert_eq!(removed.len(), 4, "{:?}", gw.changes);
     assert!(adds(&gw.changes).is_empty());
     for e in &removed {
-        assert_eq!((*e.internal().ip(), e.protocol()), (A, proto(TCP)));
+        assert_eq!(
+            (e.internal_ip(), e.protocol()),
+            (std::net::IpAddr::from(A), proto(TCP))
+        );
         assert!(
             before.contains(e),
             "removed an element that was not there: {e}"

@@ -49,7 +49,11 @@ fn mapping_internal_address_is_the_request_source() {
     gw.map_ok(C, UDP, 7000, 7000, 60);
     let f = adds(&gw.changes);
     assert_eq!(f.len(), 2);
-    assert!(f.iter().all(|(e, _)| *e.internal().ip() == C), "{f:?}");
+    assert!(
+        f.iter()
+            .all(|(e, _)| e.internal_ip() == std::net::IpAddr::from(C)),
+        "{f:?}"
+    );
     assert_eq!(gw.mapping(C, UDP, 7000).expect("mapping").client, v4(C));
 }
 

@@ -1,21 +1,24 @@
 //! Microseconds per element for `NftForwarder::apply`: N single-change transactions against
 //! one N-change transaction, for N = 100, 1000, 10000 (adds, then removes), for plain
-//! `inbound` elements and for `inbound_filtered` boxes (the interval map). Sizes can be given
-//! on the command line: `... --example bench_apply -- 10 100`.
+//! `inbound` elements, `inbound_filtered` boxes (the interval map), IPv6 `pinholes` and
+//! `pinholes_filtered` boxes (the interval set, with 44-byte keys). Sizes can be given on the
+//! command line: `... --example bench_apply -- 10 100`.
 //!
 //! Run as root: `cargo run -p natpmp-pcp-nft --example bench_apply`. It works in a thread that
 //! unshares its network namespace first, so the host's ruleset is never touched.
 
-use natpmp_pcp_core::kernel::{Change, Element, Forwarder, RemoteRange};
+use natpmp_pcp_core::kernel::{Change, Element, Forwarder, RemoteRange, TableSpec};
 use natpmp_pcp_core::Protocol;
 use natpmp_pcp_nft::NftForwarder;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy)]
 enum Kind {
     Plain,
     Filtered,
+    Pinhole,
+    FilteredPinhole,
 }
 
 fn elements(kind: Kind, n: usize) -> Vec<Element> {
@@ -31,6 +34,8 @@ fn elements(kind: Kind, n: usize) -> Vec<Element> {
                 Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8),
                 external_port,
             );
+            let host = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (i >> 16) as u16, i as u16);
+            let internal6 = SocketAddrV6::new(host, external_port, 0, 0);
             match kind {
                 Kind::Plain => Element::Inbound {
                     protocol,
@@ -48,6 +53,21 @@ fn elements(kind: Kind, n: usize) -> Vec<Element> {
                         last_port: 65535,
                     },
                     internal,
+                },
+                Kind::Pinhole => Element::Pinhole {
+                    protocol,
+                    internal: internal6,
+                },
+                // A /64 of remotes, all ports.
+                Kind::FilteredPinhole => Element::FilteredPinhole {
+                    protocol,
+                    internal: internal6,
+                    remote: RemoteRange {
+                        first_addr: Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0),
+                        last_addr: Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, !0, !0, !0, !0),
+                        first_port: 0,
+                        last_port: 65535,
+                    },
                 },
             }
         })
@@ -117,10 +137,15 @@ fn main() {
             sizes
         };
         let mut f = NftForwarder::new().expect("netlink socket");
-        f.prepare("wan0").expect("prepare");
+        f.prepare(&TableSpec::new("wan0")).expect("prepare");
         for (kind, what) in [
             (Kind::Plain, "inbound elements"),
             (Kind::Filtered, "inbound_filtered boxes (a /24 each)"),
+            (Kind::Pinhole, "pinholes"),
+            (
+                Kind::FilteredPinhole,
+                "pinholes_filtered boxes (a /64 each)",
+            ),
         ] {
             println!("\nmicroseconds per element: {what}");
             println!("     N |     1/tx add  1/tx remove |     N/tx add  N/tx remove");

@@ -7,7 +7,7 @@
 //! Run as root: `cargo run --release -p natpmp-pcp-nft --example bench_check`. It works in a
 //! thread that unshares its network namespace first, so the host's ruleset is never touched.
 
-use natpmp_pcp_core::kernel::{Change, Element, Forwarder, Health};
+use natpmp_pcp_core::kernel::{Change, Element, Forwarder, Health, TableSpec};
 use natpmp_pcp_core::Protocol;
 use natpmp_pcp_nft::NftForwarder;
 use std::io::Write;
@@ -103,7 +103,7 @@ fn main() {
         let rounds = args.next().map_or(ROUNDS, |r: usize| r as u32);
         let n = args.next().unwrap_or(MAPPINGS);
         let mut f = NftForwarder::new().expect("netlink socket");
-        f.prepare("wan0").expect("prepare");
+        f.prepare(&TableSpec::new("wan0")).expect("prepare");
         measure(&mut f, rounds, "0 mappings");
         f.apply(&forwards(n)).expect("add the mappings");
         measure(&mut f, rounds, &format!("{n} mappings"));
@@ -119,7 +119,7 @@ fn main() {
         );
         // What a repair after `nft flush ruleset` costs: reload the table, re-add everything.
         let t = Instant::now();
-        f.prepare("wan0").expect("prepare");
+        f.prepare(&TableSpec::new("wan0")).expect("prepare");
         f.apply(&forwards(n)).expect("re-add the mappings");
         println!(
             "{:<44} {:>8.1} ms per rebuild",

@@ -29,7 +29,7 @@
 //! Nothing is named under /run/netns and the host's interfaces and ruleset are never touched;
 //! the namespaces vanish with the threads. A watchdog ends the process after 170 seconds.
 
-use natpmp_pcp_core::kernel::{Change, Element, Forwarder};
+use natpmp_pcp_core::kernel::{Change, Element, Forwarder, TableSpec};
 use natpmp_pcp_core::Protocol;
 use natpmp_pcp_nft::NftForwarder;
 use std::io::{ErrorKind, Write};
@@ -296,7 +296,7 @@ struct Row {
 }
 
 fn maps_style(f: &mut NftForwarder, inet: &Host, lan: &Host, n: usize) -> Row {
-    f.prepare(WAN).expect("prepare");
+    f.prepare(&TableSpec::new(WAN)).expect("prepare");
     let adds: Vec<Change> = (0..n)
         .flat_map(|i| forward(FIRST_PORT + i as u16))
         .collect();

@@ -2,11 +2,12 @@
 //!
 //! Four requests, none of which returns set elements, so the cost does not depend on how many
 //! elements there are: get table `natpmpd` (an error when it is missing), then dump the sets,
-//! the chains and the rules of family ip. The set and rule dumps are filtered to our table by
-//! the kernel; the chain dump cannot be, so its answers are filtered here, by table name.
+//! the chains and the rules of family inet (so a legacy `table ip natpmpd` is never seen). The
+//! set and rule dumps are filtered to our table by the kernel; the chain dump cannot be, so its
+//! answers are filtered here, by table name.
 //! [`evaluate`] then compares what was found with `template.rs`.
 
-use crate::nftables::{nft_type, NFPROTO_IPV4, TABLE};
+use crate::nftables::{nft_type, NFPROTO_INET, TABLE};
 use crate::nl::{self, MsgBuilder, NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use crate::template;
 use natpmp_pcp_core::kernel::Health;
@@ -36,7 +37,7 @@ pub fn encode_get_table(seq: u32) -> Vec<u8> {
         nft_type(NFT_MSG_GETTABLE),
         NLM_F_REQUEST | NLM_F_ACK,
         seq,
-        NFPROTO_IPV4,
+        NFPROTO_INET,
         0,
     );
     b.attr_str(NFTA_TABLE_NAME, TABLE);
@@ -44,7 +45,7 @@ pub fn encode_get_table(seq: u32) -> Vec<u8> {
     b.into_bytes()
 }
 
-/// A dump of `msg` (`GETSET`, `GETCHAIN` or `GETRULE`) for family ip, naming our table as the
+/// A dump of `msg` (`GETSET`, `GETCHAIN` or `GETRULE`) for family inet, naming our table as the
 /// filter (attribute 1 in all three; the chain dump ignores it).
 pub fn encode_dump(msg: u16, seq: u32) -> Vec<u8> {
     let mut b = MsgBuilder::new();
@@ -52,7 +53,7 @@ pub fn encode_dump(msg: u16, seq: u32) -> Vec<u8> {
         nft_type(msg),
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        NFPROTO_IPV4,
+        NFPROTO_INET,
         0,
     );
     b.attr_str(1, TABLE);
@@ -156,9 +157,9 @@ pub fn evaluate(found: &Found) -> Health {
     Health::Intact
 }
 
-/// The message for a missing table (the core's `FakeForwarder` words it the same way).
+/// The message for a missing table.
 pub fn table_missing() -> Health {
-    Health::Damaged(format!("table ip {TABLE} is missing"))
+    Health::Damaged(format!("table inet {TABLE} is missing"))
 }
 
 #[cfg(test)]
@@ -176,14 +177,22 @@ mod tests {
                 ("__set0".into(), false),
                 ("wan_addr".into(), false),
                 ("lan_nets".into(), false),
+                ("pinholes".into(), false),
+                ("pinholes_filtered".into(), false),
             ],
-            chains: vec![("prerouting".into(), true), ("postrouting".into(), true)],
+            chains: vec![
+                ("prerouting".into(), true),
+                ("postrouting".into(), true),
+                ("mark_pinholes".into(), true),
+            ],
             rules: [
                 "prerouting",
                 "postrouting",
+                "mark_pinholes",
                 "prerouting",
                 "prerouting",
                 "postrouting",
+                "mark_pinholes",
                 "prerouting",
             ]
             .map(String::from)
@@ -215,7 +224,7 @@ mod tests {
             "chain postrouting has 3 of 2 rules"
         );
         assert_eq!(
-            damaged(&|f| f.chains.truncate(1)),
+            damaged(&|f| drop(f.chains.remove(1))),
             "chain postrouting is missing"
         );
         assert_eq!(
@@ -230,7 +239,26 @@ mod tests {
             damaged(&|f| drop(f.sets.remove(1))),
             "map inbound_filtered is missing"
         );
-        assert_eq!(damaged(&|f| drop(f.sets.pop())), "set lan_nets is missing");
+        assert_eq!(
+            damaged(&|f| drop(f.sets.pop())),
+            "set pinholes_filtered is missing"
+        );
+        assert_eq!(
+            damaged(&|f| drop(f.sets.remove(5))),
+            "set lan_nets is missing"
+        );
+        assert_eq!(
+            damaged(&|f| f.sets[6].1 = true),
+            "pinholes is a map, not a set"
+        );
+        assert_eq!(
+            damaged(&|f| f.chains.truncate(2)),
+            "chain mark_pinholes is missing"
+        );
+        assert_eq!(
+            damaged(&|f| f.rules.retain(|c| c != "mark_pinholes")),
+            "chain mark_pinholes has 0 of 2 rules"
+        );
         assert_eq!(
             damaged(&|f| f.sets[1].1 = false),
             "inbound_filtered is a set, not a map"
@@ -249,11 +277,12 @@ mod tests {
         );
         assert_eq!(
             table_missing(),
-            Health::Damaged("table ip natpmpd is missing".into())
+            Health::Damaged("table inet natpmpd is missing".into())
         );
     }
 
-    /// Laid out by hand from nf_tables.h (the kernel tests check that it is answered).
+    /// Laid out by hand from nf_tables.h (the kernel tests check that it is answered), and
+    /// but for seq the GETTABLE that `nft --debug=mnl list table inet natpmpd` sends.
     #[cfg(target_endian = "little")]
     #[test]
     fn get_table_matches_hand_layout() {
@@ -264,7 +293,7 @@ mod tests {
             0x05, 0x00,             // REQUEST|ACK
             7, 0, 0, 0,             // seq
             0, 0, 0, 0,
-            2, 0, 0, 0,             // NFPROTO_IPV4
+            1, 0, 0, 0,             // NFPROTO_INET
             12, 0, 1, 0,            // NFTA_TABLE_NAME
             b'n', b'a', b't', b'p', b'm', b'p', b'd', 0,
         ];
@@ -286,7 +315,7 @@ mod tests {
                 0x01, 0x03,         // REQUEST|DUMP (0x300)
                 9, 0, 0, 0,
                 0, 0, 0, 0,
-                2, 0, 0, 0,
+                1, 0, 0, 0,         // NFPROTO_INET
                 12, 0, 1, 0,        // NFTA_{SET,CHAIN,RULE}_TABLE
                 b'n', b'a', b't', b'p', b'm', b'p', b'd', 0,
             ];
@@ -297,7 +326,7 @@ mod tests {
     /// A dumped object as the kernel sends it: nfgenmsg, then the attributes given.
     fn object(attrs: &[(u16, &[u8])]) -> Vec<u8> {
         let mut b = MsgBuilder::new();
-        let m = b.begin(nft_type(3), 2, 1, NFPROTO_IPV4, 0);
+        let m = b.begin(nft_type(3), 2, 1, NFPROTO_INET, 0);
         for (ty, payload) in attrs {
             b.attr(*ty, payload);
         }

@@ -1,13 +1,16 @@
 //! natpmp-pcp-nft: the kernel backend of natpmpd, [`NftForwarder`], which implements the
-//! core's [`Forwarder`](natpmp_pcp_core::kernel::Forwarder) with nftables map elements and
-//! conntrack over netlink.
+//! core's [`Forwarder`](natpmp_pcp_core::kernel::Forwarder) with nftables map and set
+//! elements and conntrack over netlink: IPv4 port forwards (NAT) and IPv6 pinholes, in one
+//! table, under one firewall contract (the connection mark, see `template`).
 //!
 //! - `nft_forwarder`: [`NftForwarder`] itself.
-//! - `template`: the `nft -f` text of our own table `ip natpmpd`.
-//! - `nftables`: nf_tables messages, encoded and decoded by hand: element transactions
-//!   (`element`), element dumps (`dump`), the hairpin sets (`hairpin`).
+//! - `template`: the `nft -f` text of our own table `inet natpmpd`, and why it is one table.
+//! - `nftables`: nf_tables messages, encoded and decoded by hand: key and data layouts
+//!   (`keys`), element transactions (`element`), element dumps (`dump`), the hairpin sets
+//!   (`hairpin`).
 //! - `health`: the messages and rules of `Forwarder::check`: is our table still whole?
-//! - `conntrack`: ctnetlink dump and delete messages, to end the flows of removed elements.
+//! - `conntrack`: ctnetlink dump and delete messages (IPv4 and IPv6), to end the flows of
+//!   removed elements.
 //! - `session`: requests and answers over our netlink socket.
 //! - `nl`: netlink framing (builder, checked parsers) and the netlink socket.
 //!

@@ -1,6 +1,7 @@
-//! Tests against the real kernel: the table, its elements, refusals, the hairpin sets and the
-//! health check (traffic and conntrack are in `traffic.rs`). They need root (CI runs as root)
-//! and fail, never skip, without it.
+//! Tests against the real kernel: the IPv4 elements, their timeouts and refusals (the table as
+//! a whole, the hairpin sets and the health check are in `table.rs`, pinholes in
+//! `pinholes.rs`, traffic and conntrack in `traffic.rs`, `ipv6.rs` and `contract.rs`). They
+//! need root (CI runs as root) and fail, never skip, without it.
 //!
 //! Isolation: every test runs its body in a fresh thread that first calls
 //! `unshare(CLONE_NEWNET)`. That thread alone moves into a new, anonymous network namespace,
@@ -8,7 +9,8 @@
 //! and `ip` processes it spawns live there too. Nothing here touches the host's namespace.
 
 use natpmp_pcp_core::kernel::{
-    ApplyError, Change, ChangeRefused, Element, Errno, Forwarder, Health, KernelError, RemoteRange,
+    ApplyError, Change, ChangeRefused, Element, Errno, Forwarder, KernelError, RemoteRange,
+    TableSpec,
 };
 use natpmp_pcp_core::Protocol;
 use natpmp_pcp_nft::NftForwarder;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 #[path = "support/netns.rs"]
 mod netns;
-use netns::{in_netns, nft, nft_script};
+use netns::{in_netns, nft};
 #[path = "support/elements.rs"]
 mod elements;
 use elements::{add, filtered, inbound, keys, mapping, outbound, remotes, sorted};
@@ -26,7 +28,7 @@ const EXT: &str = "wan0";
 
 fn ready() -> NftForwarder {
     let mut f = NftForwarder::new().expect("open netlink");
-    f.prepare(EXT).expect("prepare");
+    f.prepare(&TableSpec::new(EXT)).expect("prepare");
     f
 }
 
@@ -41,67 +43,18 @@ fn assert_time_left(listed: &[(Element, Duration)], secs: u64) {
 }
 
 #[test]
-fn prepare_loads_the_table() {
-    in_netns(|| {
-        let mut f = ready();
-        let text = nft("list table ip natpmpd");
-        for map in ["map inbound {", "map inbound_filtered {", "map outbound {"] {
-            assert!(text.contains(map), "{text}");
-        }
-        for rule in [
-            "iifname \"wan0\" meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport . ip saddr . th sport map @inbound_filtered",
-            "iifname \"wan0\" dnat ip to meta l4proto . th dport map @inbound",
-            "oifname \"wan0\" snat ip to ip saddr . meta l4proto . th sport map @outbound",
-        ] {
-            assert!(text.contains(rule), "{rule}\n{text}");
-        }
-        assert!(text.contains("flags interval,timeout"), "{text}");
-        assert!(text.contains("priority srcnat - 1"), "{text}");
-        assert_eq!(f.list().unwrap(), vec![]);
-        assert_eq!(f.check().unwrap(), Health::Intact);
-    });
-}
-
-#[test]
-fn prepare_refuses_an_unsafe_interface_name() {
-    in_netns(|| {
-        let mut f = NftForwarder::new().unwrap();
-        let err = f.prepare("eth0\" accept").unwrap_err();
-        assert!(matches!(err, KernelError::InvalidInterface(_)), "{err}");
-        // Nothing was loaded.
-        assert!(!nft("list tables").contains("natpmpd"));
-    });
-}
-
-#[test]
-fn prepare_twice_replaces_the_table() {
-    in_netns(|| {
-        let mut f = ready();
-        f.apply(&mapping(Protocol::Udp, 4000, 2, 4000, 60)).unwrap();
-        assert_eq!(f.list().unwrap().len(), 2);
-        f.prepare("wan1").unwrap();
-        let text = nft("list ruleset");
-        assert_eq!(text.matches("table ip natpmpd").count(), 1, "{text}");
-        assert_eq!(text.matches("chain prerouting").count(), 1, "{text}");
-        assert!(text.contains("iifname \"wan1\""), "{text}");
-        assert!(!text.contains("wan0"), "{text}");
-        assert_eq!(f.list().unwrap(), vec![]);
-    });
-}
-
-#[test]
 fn apply_adds_elements_visible_to_nft_and_list() {
     in_netns(|| {
         let mut f = ready();
         let mut changes = mapping(Protocol::Tcp, 8080, 2, 80, 600);
         changes.extend(mapping(Protocol::Udp, 5353, 9, 53, 600));
         f.apply(&changes).unwrap();
-        let inbound = nft("list map ip natpmpd inbound");
+        let inbound = nft("list map inet natpmpd inbound");
         assert!(inbound.contains("tcp . 8080"), "{inbound}");
         assert!(inbound.contains("192.168.88.2 . 80"), "{inbound}");
         assert!(inbound.contains("udp . 5353"), "{inbound}");
         assert!(inbound.contains("192.168.88.9 . 53"), "{inbound}");
-        let outbound = nft("list map ip natpmpd outbound");
+        let outbound = nft("list map inet natpmpd outbound");
         assert!(
             outbound.contains("192.168.88.2 . tcp . 80") && outbound.contains("203.0.113.1 . 8080"),
             "{outbound}"
@@ -122,12 +75,12 @@ fn renewal_updates_the_timeout() {
         let listed = f.list().unwrap();
         assert_eq!(keys(&listed), vec![e]);
         assert_time_left(&listed, 3600);
-        let text = nft("list map ip natpmpd inbound");
+        let text = nft("list map inet natpmpd inbound");
         assert!(text.contains("timeout 1h"), "{text}");
     });
 }
 
-/// (a) Boxes of remotes go in and out of the interval map with their timeouts; the kernel
+/// Boxes of remotes go in and out of the interval map with their timeouts; the kernel
 /// expires them by itself.
 #[test]
 fn filtered_elements_round_trip_with_real_timeouts() {
@@ -156,7 +109,7 @@ fn filtered_elements_round_trip_with_real_timeouts() {
         );
         f.apply(&[add(net, 600), add(peer, 600), add(everyone, 600)])
             .unwrap();
-        let text = nft("list map ip natpmpd inbound_filtered");
+        let text = nft("list map inet natpmpd inbound_filtered");
         for shown in [
             "tcp . 8080 . 203.0.113.0/24 . 4000-4999",
             "tcp . 8080 . 198.51.100.7 . 4000",
@@ -200,7 +153,7 @@ fn filtered_elements_round_trip_with_real_timeouts() {
     });
 }
 
-/// (c) A refused transaction names each refused change by index, with the kernel's errno, and
+/// A refused transaction names each refused change by index, with the kernel's errno, and
 /// changes nothing.
 #[test]
 fn refusals_name_each_change_and_its_errno() {
@@ -314,15 +267,15 @@ fn list_refuses_to_hide_elements_it_cannot_read() {
         let ours = mapping(Protocol::Tcp, 8080, 2, 80, 600);
         f.apply(&ours).unwrap();
         // Readable ones added or removed by hand are listed as they are.
-        nft("add element ip natpmpd inbound { udp . 53 : 192.168.88.9 . 53 }");
-        nft("delete element ip natpmpd outbound { 192.168.88.2 . tcp . 80 }");
+        nft("add element inet natpmpd inbound { udp . 53 : 192.168.88.9 . 53 }");
+        nft("delete element inet natpmpd outbound { 192.168.88.2 . tcp . 80 }");
         let by_hand = inbound(Protocol::Udp, 53, 9, 53);
         assert_eq!(
             keys(&f.list().unwrap()),
             sorted(vec![*ours[0].element(), by_hand])
         );
         // A protocol other than TCP or UDP is no Element.
-        nft("add element ip natpmpd inbound { icmp . 80 : 192.168.88.2 . 80 }");
+        nft("add element inet natpmpd inbound { icmp . 80 : 192.168.88.2 . 80 }");
         let err = f.list().unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, KernelError::Protocol(_)), "{text}");
@@ -332,32 +285,11 @@ fn list_refuses_to_hide_elements_it_cannot_read() {
             "{text}"
         );
         // Nor is a catch-all (`*`), which would translate every port: it has no key at all.
-        nft("add element ip natpmpd inbound_filtered { * : 192.168.88.2 . 80 }");
+        nft("add element inet natpmpd inbound_filtered { * : 192.168.88.2 . 80 }");
         let text = f.list().unwrap_err().to_string();
         assert!(text.contains("2 element(s)"), "{text}");
-        f.prepare(EXT).unwrap();
+        f.prepare(&TableSpec::new(EXT)).unwrap();
         assert_eq!(f.list().unwrap(), vec![]);
-    });
-}
-
-#[test]
-fn teardown_removes_the_table_and_leaves_others_alone() {
-    in_netns(|| {
-        nft_script(
-            "table ip operator {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"wan0\" masquerade\n }\n}\n",
-        );
-        let before = nft("list table ip operator");
-        let mut f = ready();
-        f.apply(&mapping(Protocol::Tcp, 22, 2, 22, 60)).unwrap();
-        f.prepare(EXT).unwrap();
-        assert_eq!(nft("list table ip operator"), before);
-        f.teardown().unwrap();
-        let tables = nft("list tables");
-        assert!(!tables.contains("natpmpd"), "{tables}");
-        assert!(tables.contains("table ip operator"), "{tables}");
-        assert_eq!(nft("list table ip operator"), before);
-        // Tearing down twice is fine.
-        f.teardown().unwrap();
     });
 }
 
@@ -384,205 +316,11 @@ fn thousands_of_elements_in_one_apply() {
         f.apply(&adds).unwrap();
         let listed = f.list().unwrap();
         assert_eq!(keys(&listed), elements::elements_of(&adds));
-        let text = nft("list map ip natpmpd inbound");
+        let text = nft("list map inet natpmpd inbound");
         assert_eq!(text.matches("udp . ").count(), 2000);
         // And all of them go again in one transaction.
         let removes: Vec<Change> = adds.iter().map(|c| Change::Remove(*c.element())).collect();
         f.apply(&removes).unwrap();
         assert_eq!(f.list().unwrap(), vec![]);
-    });
-}
-
-#[test]
-fn nft_runs_in_the_forwarders_namespace_from_another_thread() {
-    in_netns(|| {
-        let mut f = ready();
-        // Hand the forwarder to a thread in yet another namespace: prepare must still load
-        // the table where the socket is, not where the caller is.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: only this thread's namespace changes.
-                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-                f.prepare("wan9").unwrap();
-                assert!(!nft("list tables").contains("natpmpd"));
-            });
-        });
-        assert!(nft("list table ip natpmpd").contains("wan9"));
-        f.apply(&mapping(Protocol::Udp, 1, 2, 1, 60)).unwrap();
-        assert_eq!(f.list().unwrap().len(), 2);
-    });
-}
-
-/// The elements of one of our plain sets, as `nft` lists them ("" when empty).
-fn set_elements(set: &str) -> String {
-    let text = nft(&format!("list set ip natpmpd {set}"));
-    match text.split_once("elements = {") {
-        Some((_, rest)) => rest
-            .split('}')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" "),
-        None => String::new(),
-    }
-}
-
-#[test]
-fn set_hairpin_fills_and_replaces_both_sets() {
-    in_netns(|| {
-        let mut f = ready();
-        assert_eq!(set_elements("wan_addr"), "");
-        assert_eq!(set_elements("lan_nets"), "");
-        let wan = Ipv4Addr::new(203, 0, 113, 1);
-        // Host bits set, an overlap and a neighbour: stored as nft would store them.
-        f.set_hairpin(
-            Some(wan),
-            &[
-                (Ipv4Addr::new(192, 168, 88, 1), 24),
-                (Ipv4Addr::new(10, 1, 0, 0), 16),
-                (Ipv4Addr::new(10, 0, 0, 0), 8),
-                (Ipv4Addr::new(192, 168, 89, 1), 24),
-            ],
-        )
-        .unwrap();
-        assert_eq!(set_elements("wan_addr"), "203.0.113.1");
-        assert_eq!(set_elements("lan_nets"), "10.0.0.0/8, 192.168.88.0/23");
-
-        // Replaced, not added to.
-        f.set_hairpin(
-            Some(Ipv4Addr::new(198, 51, 100, 7)),
-            &[(Ipv4Addr::new(172, 16, 5, 1), 24)],
-        )
-        .unwrap();
-        assert_eq!(set_elements("wan_addr"), "198.51.100.7");
-        assert_eq!(set_elements("lan_nets"), "172.16.5.0/24");
-        // The same again (flush and re-add of equal elements in one batch) is fine.
-        f.set_hairpin(
-            Some(Ipv4Addr::new(198, 51, 100, 7)),
-            &[(Ipv4Addr::new(172, 16, 5, 1), 24)],
-        )
-        .unwrap();
-        assert_eq!(set_elements("lan_nets"), "172.16.5.0/24");
-
-        // Edges: 0.0.0.0/8 needs no leading end element, 128.0.0.0/1 runs to the top.
-        f.set_hairpin(
-            Some(wan),
-            &[
-                (Ipv4Addr::new(0, 0, 0, 0), 8),
-                (Ipv4Addr::new(128, 0, 0, 0), 1),
-            ],
-        )
-        .unwrap();
-        let lan = set_elements("lan_nets");
-        assert!(lan.starts_with("0.0.0.0/8, "), "{lan}");
-
-        // Off.
-        f.set_hairpin(None, &[]).unwrap();
-        assert_eq!(set_elements("wan_addr"), "");
-        assert_eq!(set_elements("lan_nets"), "");
-
-        // Refused before the kernel is asked.
-        let err = f
-            .set_hairpin(Some(wan), &[(Ipv4Addr::new(10, 0, 0, 0), 33)])
-            .unwrap_err();
-        assert!(matches!(err, KernelError::InvalidNetwork(_, 33)), "{err}");
-
-        // The maps are untouched by all this, and prepare empties the sets.
-        let a = mapping(Protocol::Tcp, 8080, 2, 80, 600);
-        f.apply(&a).unwrap();
-        f.set_hairpin(Some(wan), &[(Ipv4Addr::new(192, 168, 88, 0), 24)])
-            .unwrap();
-        assert_eq!(keys(&f.list().unwrap()), elements::elements_of(&a));
-        f.prepare(EXT).unwrap();
-        assert_eq!(set_elements("wan_addr"), "");
-        assert_eq!(set_elements("lan_nets"), "");
-    });
-}
-
-#[test]
-fn set_hairpin_without_the_table_fails_cleanly() {
-    in_netns(|| {
-        let mut f = NftForwarder::new().unwrap();
-        let err = f
-            .set_hairpin(Some(Ipv4Addr::new(203, 0, 113, 1)), &[])
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            matches!(
-                err,
-                KernelError::Refused {
-                    errno: Errno::ENOENT,
-                    ..
-                }
-            ),
-            "{text}"
-        );
-        assert!(text.contains("No such file or directory"), "{text}");
-    });
-}
-
-fn damaged(f: &mut NftForwarder) -> String {
-    match f.check().unwrap() {
-        Health::Damaged(why) => why,
-        Health::Intact => panic!("check found the table intact:\n{}", nft("list ruleset")),
-    }
-}
-
-#[test]
-fn check_finds_the_table_intact_and_each_kind_of_damage() {
-    in_netns(|| {
-        let mut f = NftForwarder::new().unwrap();
-        assert_eq!(damaged(&mut f), "table ip natpmpd is missing");
-        f.prepare(EXT).unwrap();
-        assert_eq!(f.check().unwrap(), Health::Intact);
-        // Elements do not matter to it.
-        f.apply(&mapping(Protocol::Udp, 4000, 2, 4000, 60)).unwrap();
-        f.set_hairpin(
-            Some(Ipv4Addr::new(203, 0, 113, 1)),
-            &[(Ipv4Addr::new(192, 168, 88, 0), 24)],
-        )
-        .unwrap();
-        assert_eq!(f.check().unwrap(), Health::Intact);
-
-        // Another table with chains, sets and rules of the same names is not ours.
-        nft_script(
-            "table ip natpmpd2 {\n set wan_addr { type ipv4_addr; }\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  counter\n }\n}\n",
-        );
-        assert_eq!(f.check().unwrap(), Health::Intact);
-
-        nft("flush chain ip natpmpd prerouting");
-        assert_eq!(damaged(&mut f), "chain prerouting has 0 of 4 rules");
-        f.prepare(EXT).unwrap();
-        assert_eq!(f.check().unwrap(), Health::Intact);
-
-        nft("add rule ip natpmpd postrouting counter");
-        assert_eq!(damaged(&mut f), "chain postrouting has 3 of 2 rules");
-        f.prepare(EXT).unwrap();
-
-        // A map or set in use by a rule cannot be deleted; maps and sets are named before
-        // chains.
-        nft_script("flush chain ip natpmpd prerouting\ndelete map ip natpmpd inbound_filtered\n");
-        assert_eq!(damaged(&mut f), "map inbound_filtered is missing");
-        f.prepare(EXT).unwrap();
-        nft_script("flush chain ip natpmpd postrouting\ndelete set ip natpmpd lan_nets\n");
-        assert_eq!(damaged(&mut f), "set lan_nets is missing");
-        f.prepare(EXT).unwrap();
-
-        nft("delete table ip natpmpd");
-        assert_eq!(damaged(&mut f), "table ip natpmpd is missing");
-        f.prepare(EXT).unwrap();
-        assert_eq!(f.check().unwrap(), Health::Intact);
-
-        nft("flush ruleset");
-        assert_eq!(damaged(&mut f), "table ip natpmpd is missing");
-        f.prepare(EXT).unwrap();
-        assert_eq!(f.check().unwrap(), Health::Intact);
-
-        // `nft flush table` empties every chain but keeps the rest.
-        nft("flush table ip natpmpd");
-        assert_eq!(damaged(&mut f), "chain prerouting has 0 of 4 rules");
-        f.prepare(EXT).unwrap();
-        assert_eq!(f.check().unwrap(), Health::Intact);
     });
 }

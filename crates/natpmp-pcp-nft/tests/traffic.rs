@@ -1,30 +1,31 @@
-//! Tests against the real kernel with real packets: conntrack clearing, and traffic through
-//! the plain, filtered and hairpin paths. Root only, each test in namespaces of its own, as
-//! in `kernel.rs`: the test thread is the gateway, `Host`s are other namespaces on veth pairs.
+//! Tests against the real kernel with real IPv4 packets: conntrack clearing, and traffic
+//! through the plain, filtered and hairpin paths (IPv6 is in `ipv6.rs`, the firewall contract
+//! in `contract.rs`). Root only, each test in namespaces of its own, as in `kernel.rs`: the
+//! test thread is the gateway, `Host`s are other namespaces on veth pairs.
 
-use natpmp_pcp_core::kernel::{removed_for_good, Change, Element, Forwarder, RemoteRange};
+use natpmp_pcp_core::kernel::{
+    removed_for_good, Change, Element, Forwarder, RemoteRange, TableSpec,
+};
 use natpmp_pcp_core::Protocol;
 use natpmp_pcp_nft::{ConntrackEntry, NftForwarder};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 
 #[path = "support/netns.rs"]
 mod netns;
-use netns::{gateway_with_hosts, in_netns, run, Host};
+use netns::{gateway_with_hosts, in_netns, run};
 #[path = "support/elements.rs"]
 mod elements;
 use elements::{add, filtered, inbound, mapping, outbound, remotes, WAN};
+#[path = "support/lab.rs"]
+mod lab;
+use lab::{udp_round_trip, ANSWER, NO_ANSWER};
 
 const EXT: &str = "wan0";
-/// How long to wait where an answer is expected: generous, the tests run in parallel on small
-/// machines.
-const ANSWER: Duration = Duration::from_secs(3);
-const NO_ANSWER: Duration = Duration::from_millis(500);
 const INET_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 
 fn ready() -> NftForwarder {
     let mut f = NftForwarder::new().expect("open netlink");
-    f.prepare(EXT).expect("prepare");
+    f.prepare(&TableSpec::new(EXT)).expect("prepare");
     f
 }
 
@@ -36,55 +37,11 @@ fn conntrack_has(f: &mut NftForwarder, port: u16) -> bool {
         .any(|e: &ConntrackEntry| e.orig.sport == port || e.orig.dport == port)
 }
 
-/// Bind a UDP socket to `at`, retrying for up to 2 s on AddrInUse: the previous socket on
-/// this port may live on for a moment in a child that another test thread forked (the fd is
-/// shared until that child's exec closes it).
-fn bind_udp(at: (Ipv4Addr, u16)) -> UdpSocket {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match UdpSocket::bind(at) {
-            Ok(s) => return s,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("bind udp {at:?}: {e}"),
-        }
-    }
-}
+const ANY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
-/// Send one UDP datagram from `client_host`, bound to `from` (port 0: chosen by the kernel),
-/// to `to` while a server on `server_host` listens on `server_port`. Returns where the server
-/// saw it come from and where the answer came from, or `None` for either that did not arrive
-/// within `wait`.
-fn udp_round_trip(
-    client_host: &Host,
-    from: (Ipv4Addr, u16),
-    server_host: &Host,
-    server_port: u16,
-    to: (Ipv4Addr, u16),
-    wait: Duration,
-) -> (Option<SocketAddr>, Option<SocketAddr>) {
-    let server = server_host.run(move || {
-        let s = bind_udp((Ipv4Addr::UNSPECIFIED, server_port));
-        s.set_read_timeout(Some(wait)).unwrap();
-        s
-    });
-    let client = client_host.run(move || {
-        let c = bind_udp(from);
-        c.set_read_timeout(Some(wait)).unwrap();
-        c.send_to(b"ping", to).unwrap();
-        c
-    });
-    let mut buf = [0u8; 16];
-    let seen = server.recv_from(&mut buf).ok().map(|(_, from)| from);
-    if let Some(from) = seen {
-        server.send_to(b"pong", from).unwrap();
-    }
-    let answer = client.recv_from(&mut buf).ok().map(|(_, from)| from);
-    (seen, answer)
+fn from(addr: Ipv4Addr, port: u16) -> SocketAddr {
+    (addr, port).into()
 }
-
-const ANY: (Ipv4Addr, u16) = (Ipv4Addr::UNSPECIFIED, 0);
 
 #[test]
 fn clear_flows_ends_the_flows_of_removed_elements_and_apply_does_not() {
@@ -221,17 +178,19 @@ fn filtered_traffic_reaches_only_remotes_in_the_box() {
             .unwrap();
 
         // Inside the box: forwarded, source kept, answered from the mapped port.
-        let (seen, answer) = udp_round_trip(&inet, (INET_HOST, 0), &lan, 80, (WAN, 8080), ANSWER);
+        let (seen, answer) =
+            udp_round_trip(&inet, from(INET_HOST, 0), &lan, 80, (WAN, 8080), ANSWER);
         assert_eq!(seen.map(|a| a.ip()), Some(INET_HOST.into()));
         assert_eq!(answer, Some((WAN, 8080).into()));
 
         // Outside it: the datagram misses both maps and is for the gateway, which has nothing
         // on that port.
-        let (seen, answer) = udp_round_trip(&inet, (other, 0), &lan, 80, (WAN, 8080), NO_ANSWER);
+        let (seen, answer) =
+            udp_round_trip(&inet, from(other, 0), &lan, 80, (WAN, 8080), NO_ANSWER);
         assert_eq!((seen, answer), (None, None));
 
         // The plain map, after the filtered one, still serves anyone.
-        let (seen, answer) = udp_round_trip(&inet, (other, 0), &lan, 81, (WAN, 8081), ANSWER);
+        let (seen, answer) = udp_round_trip(&inet, from(other, 0), &lan, 81, (WAN, 8081), ANSWER);
         assert_eq!(seen.map(|a| a.ip()), Some(other.into()));
         assert_eq!(answer, Some((WAN, 8081).into()));
 
@@ -270,8 +229,14 @@ fn clear_flows_of_a_filtered_element_ends_only_its_box() {
             .unwrap();
 
         for (port, server, to) in [(5000, 80, 8080), (6000, 80, 8080), (7000, 81, 8081)] {
-            let (seen, answer) =
-                udp_round_trip(&inet, (INET_HOST, port), &lan, server, (WAN, to), ANSWER);
+            let (seen, answer) = udp_round_trip(
+                &inet,
+                from(INET_HOST, port),
+                &lan,
+                server,
+                (WAN, to),
+                ANSWER,
+            );
             assert_eq!(seen, Some((INET_HOST, port).into()), "from port {port}");
             assert_eq!(answer, Some((WAN, to).into()), "from port {port}");
         }
@@ -279,7 +244,7 @@ fn clear_flows_of_a_filtered_element_ends_only_its_box() {
             f.conntrack_entries()
                 .unwrap()
                 .iter()
-                .any(|e| e.orig.src == INET_HOST && e.orig.sport == port)
+                .any(|e| e.orig.src == IpAddr::from(INET_HOST) && e.orig.sport == port)
         };
         assert!(from(&mut f, 5000) && from(&mut f, 6000) && from(&mut f, 7000));
 

@@ -17,6 +17,7 @@ use natpmp_pcp_core::kernel::{Forwarder, KernelError, NullForwarder};
 use natpmp_pcp_core::wire::natpmp::SERVER_PORT;
 use natpmp_pcp_core::{Datagram, Gateway, Outgoing, Timestamp};
 use natpmp_pcp_nft::NftForwarder;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -40,12 +41,28 @@ pub fn make_forwarder(backend: Backend) -> anyhow::Result<Box<dyn Forwarder>> {
     })
 }
 
+/// Port 5351 on both families. IPv6 may be missing (disabled in the kernel): then PCP is
+/// served over IPv4 only, and the log says so.
+struct Sockets {
+    v4: Rc<RequestSocket>,
+    v6: Option<Rc<RequestSocket>>,
+}
+
+impl Sockets {
+    fn for_destination(&self, to: &SocketAddr) -> Option<&RequestSocket> {
+        match to {
+            SocketAddr::V4(_) => Some(&self.v4),
+            SocketAddr::V6(_) => self.v6.as_deref(),
+        }
+    }
+}
+
 struct Daemon {
     config_path: PathBuf,
     config: Config,
     gateway: Gateway<Box<dyn Forwarder>>,
     /// `None` while not serving: then port 5351 is not even open.
-    socket: Option<Rc<RequestSocket>>,
+    sockets: Option<Sockets>,
     origin: Instant,
     buffers: Vec<Vec<u8>>,
 }
@@ -81,7 +98,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         config_path,
         config,
         gateway,
-        socket: None,
+        sockets: None,
         origin,
         buffers: vec![vec![0u8; RECV_BUFFER]; BATCH],
     };
@@ -95,18 +112,23 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     loop {
         daemon.on_timers();
-        let socket = daemon.socket.clone();
-        let readable = async {
+        let v4 = daemon.sockets.as_ref().map(|s| s.v4.clone());
+        let v6 = daemon.sockets.as_ref().and_then(|s| s.v6.clone());
+        let readable = |socket: Option<Rc<RequestSocket>>| async move {
             match &socket {
-                Some(s) => s.readable().await,
+                Some(s) => s.readable().await.map(|()| socket.clone()),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            r = readable => {
-                r.context("waiting for requests")?;
-                if let Some(s) = &socket {
-                    daemon.on_requests(s);
+            r = readable(v4) => {
+                if let Some(s) = r.context("waiting for IPv4 requests")? {
+                    daemon.on_requests(&s);
+                }
+            }
+            r = readable(v6) => {
+                if let Some(s) = r.context("waiting for IPv6 requests")? {
+                    daemon.on_requests(&s);
                 }
             }
             _ = tokio::time::sleep_until(daemon.next_wakeup().into()) => {}
@@ -190,10 +212,12 @@ impl Daemon {
                 }
             );
         }
-        self.open_socket()?;
+        self.open_sockets()?;
         let config = self.gateway.config();
+        let v6 = self.sockets.as_ref().is_some_and(|s| s.v6.is_some());
         info!(
-            "natpmpd listening on 0.0.0.0:5351 for NAT-PMP{} (external {}, internal {}), {} kernel element(s)",
+            "natpmpd listening on 0.0.0.0:5351{} for NAT-PMP{} (external {}, internal {}), {} kernel element(s)",
+            if v6 { " and [::]:5351" } else { "" },
             if config.pcp { " and PCP" } else { "" },
             self.gateway.external_interface().unwrap_or("none"),
             config.internal.join(", "),
@@ -202,12 +226,37 @@ impl Daemon {
         Ok(())
     }
 
-    fn open_socket(&mut self) -> anyhow::Result<()> {
-        if self.socket.is_none() {
-            let socket = RequestSocket::bind(SERVER_PORT).context("binding UDP port 5351")?;
-            self.socket = Some(Rc::new(socket));
+    fn open_sockets(&mut self) -> anyhow::Result<()> {
+        if self.sockets.is_some() {
+            return Ok(());
         }
+        let v4 = RequestSocket::bind_v4(SERVER_PORT).context("binding UDP port 5351")?;
+        self.sockets = Some(Sockets {
+            v4: Rc::new(v4),
+            v6: None,
+        });
+        self.sync_v6_socket();
         Ok(())
+    }
+
+    /// [::]:5351 is open exactly while PCP is on: NAT-PMP is IPv4-only, so with PCP off there
+    /// is nothing to serve over IPv6, and the port stays closed (as with everything off).
+    fn sync_v6_socket(&mut self) {
+        let pcp = self.gateway.config().pcp;
+        let Some(sockets) = self.sockets.as_mut() else {
+            return;
+        };
+        match (pcp, sockets.v6.is_some()) {
+            (true, false) => match RequestSocket::bind_v6(SERVER_PORT) {
+                Ok(s) => sockets.v6 = Some(Rc::new(s)),
+                Err(e) => warn!("cannot open [::]:5351 ({e}): PCP is served over IPv4 only"),
+            },
+            (false, true) => {
+                sockets.v6 = None;
+                info!("pcp = false: [::]:5351 closed");
+            }
+            _ => {}
+        }
     }
 
     fn refresh_interfaces(&mut self) {
@@ -244,7 +293,9 @@ impl Daemon {
         let mut out = Vec::with_capacity(received.len());
         let now = self.now();
         self.gateway.handle_datagrams(now, datagrams, &mut out);
-        send_all(socket, &out);
+        if let Some(sockets) = &self.sockets {
+            send_all(sockets, &out);
+        }
         // After the replies: a conntrack clearing walks the whole conntrack table.
         self.gateway.clear_flows();
     }
@@ -254,8 +305,8 @@ impl Daemon {
         let now = self.now();
         let mut out = Vec::new();
         self.gateway.handle_timeout(now, &mut out);
-        if let Some(socket) = &self.socket {
-            send_all(socket, &out);
+        if let Some(sockets) = &self.sockets {
+            send_all(sockets, &out);
         }
         self.gateway.clear_flows();
         if let Some(snapshot) = self.gateway.take_lease_snapshot(now) {
@@ -320,11 +371,11 @@ impl Daemon {
         self.refresh_interfaces();
         match (was_serving, self.gateway.serving()) {
             (true, false) => {
-                self.socket = None;
+                self.sockets = None;
                 info!("nat-pmp is disabled (enabled = false): not listening on port 5351");
             }
-            (false, true) => self.open_socket().map_err(|e| format!("{e:#}"))?,
-            _ => {}
+            (false, true) => self.open_sockets().map_err(|e| format!("{e:#}"))?,
+            _ => self.sync_v6_socket(),
         }
         result.map_err(|e: KernelError| format!("configuration reloaded, but {e}"))?;
         info!("configuration reloaded from {}", self.config_path.display());
@@ -351,8 +402,13 @@ impl Daemon {
     }
 }
 
-fn send_all(socket: &RequestSocket, out: &[Outgoing]) {
+/// Send each datagram on the socket of its family (a reply to an IPv6 request, or an
+/// announcement to ff02::1, on the IPv6 one).
+fn send_all(sockets: &Sockets, out: &[Outgoing]) {
     for o in out {
+        let Some(socket) = sockets.for_destination(&o.to) else {
+            continue;
+        };
         if let Err(e) = socket.send_from(&o.payload, o.from, o.ifindex, o.to) {
             debug!("datagram to {} not sent: {e}", o.to);
         }
@@ -369,6 +425,14 @@ fn warn_if_not_forwarding(config: &Config) {
         Ok(v) if v.trim() == "1" => {}
         Ok(_) => warn!("net.ipv4.ip_forward is 0: forwarded traffic will not pass; enable it with `sysctl -w net.ipv4.ip_forward=1`"),
         Err(e) => debug!("cannot read ip_forward: {e}"),
+    }
+    if config.pcp {
+        match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding") {
+            Ok(v) if v.trim() == "1" => {}
+            Ok(_) => warn!("net.ipv6.conf.all.forwarding is 0: IPv6 pinholes will carry no traffic; enable it with `sysctl -w net.ipv6.conf.all.forwarding=1`"),
+            // No IPv6 in this kernel: PCP is served over IPv4 only.
+            Err(e) => debug!("cannot read IPv6 forwarding: {e}"),
+        }
     }
 }
 

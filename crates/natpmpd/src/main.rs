@@ -10,9 +10,11 @@ use std::process::ExitCode;
 ///
 /// LAN hosts ask it for the router's external address and for port mappings, with NAT-PMP or
 /// PCP (MAP, PEER, FILTER, PREFER_FAILURE, DESCRIPTION) on UDP port 5351; it installs real port
-/// forwards in its own nftables table, removes them when their lifetime ends, and announces
-/// its external address to the LAN. Configured like RouterOS `/ip nat-pmp`; see
-/// docs/configuration.md.
+/// forwards in its own nftables table (`table inet natpmpd`), and over IPv6 firewall pinholes
+/// for the hosts' own addresses, removes them when their lifetime ends, and announces its
+/// external address to the LAN. Every connection it lets in carries the `connection-mark` bit
+/// (default 0x00100000) for your forward chain to accept. Configured like RouterOS
+/// `/ip nat-pmp`; see docs/configuration.md.
 ///
 /// Signals: SIGHUP re-reads the configuration (so does `natpmpctl reload`; a file with an
 /// error is refused and the running configuration stays); SIGTERM or SIGINT save the lease

@@ -1,6 +1,6 @@
 //! Interfaces and their addresses: a snapshot read with getifaddrs, in the core's interface
-//! model, and a netlink route socket that wakes the daemon whenever a link or an IPv4 address
-//! changes.
+//! model, and a netlink route socket that wakes the daemon whenever a link or an address of
+//! either family changes.
 //!
 //! The monitor does not parse the events: any event means "read the snapshot again". That
 //! keeps one source of truth (the kernel's current state), makes missed or reordered events
@@ -28,26 +28,23 @@ pub fn snapshot() -> io::Result<Interfaces> {
             }
         };
         entry.up |= ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
-        let addr = ifa
-            .address
-            .as_ref()
-            .and_then(|a| a.as_sockaddr_in())
-            .map(|a| a.ip());
-        let mask = ifa
-            .netmask
-            .as_ref()
-            .and_then(|a| a.as_sockaddr_in())
-            .map(|a| a.ip());
-        if let (Some(addr), Some(mask)) = (addr, mask) {
+        let (Some(addr), Some(mask)) = (ifa.address.as_ref(), ifa.netmask.as_ref()) else {
+            continue;
+        };
+        if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
             entry
                 .addrs
-                .push(IfAddr::v4(addr, u32::from(mask).count_ones() as u8));
+                .push(IfAddr::v4(a.ip(), u32::from(m.ip()).count_ones() as u8));
+        } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            entry
+                .addrs
+                .push(IfAddr::v6(a.ip(), u128::from(m.ip()).count_ones() as u8));
         }
     }
     Ok(out)
 }
 
-/// A netlink route socket subscribed to link and IPv4 address events.
+/// A netlink route socket subscribed to link, IPv4 and IPv6 address events.
 pub struct Monitor {
     fd: AsyncFd<OwnedFd>,
 }
@@ -70,7 +67,8 @@ impl Monitor {
         // SAFETY: sockaddr_nl is plain old data; zeroed is a valid value.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        sa.nl_groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR) as u32;
+        sa.nl_groups =
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
         // SAFETY: `sa` is a valid sockaddr_nl and the length matches it.
         let rc = unsafe {
             libc::bind(

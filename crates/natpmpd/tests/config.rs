@@ -176,6 +176,32 @@ fn pcp_is_on_by_default_with_the_rfc_minimum_lifetime() {
 }
 
 #[test]
+fn connection_mark_is_one_bit() {
+    assert_eq!(parse(MINIMAL).connection_mark, 0x0010_0000);
+    let c = parse("connection-mark = 0x00000100\n");
+    assert_eq!(c.connection_mark, 0x100);
+    assert_eq!(c.gateway_config(1).connection_mark, 0x100);
+    expect_error(
+        "connection-mark = 0x00300000\n",
+        1,
+        "connection-mark",
+        "sets 2 bits; natpmpd sets exactly one bit",
+    );
+    expect_error(
+        "connection-mark = 0\n",
+        1,
+        "connection-mark",
+        "out of range",
+    );
+    expect_error(
+        "connection-mark = \"0x100\"\n",
+        1,
+        "connection-mark",
+        "an integer",
+    );
+}
+
+#[test]
 fn pcp_keys_are_checked() {
     expect_error("pcp = \"yes\"\n", 1, "pcp", "boolean");
     expect_error("pcp-peer = 1\n", 1, "pcp-peer", "boolean");

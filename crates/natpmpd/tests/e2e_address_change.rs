@@ -162,7 +162,7 @@ fn address_change_announces_resets_epoch_and_moves_forwards() {
             Duration::from_millis(500)
         )),
         "TCP to {new_tcp} did not reach the LAN host\n{}",
-        nft_in(&lab.gw, &["list", "table", "ip", "natpmpd"]).stdout
+        nft_in(&lab.gw, &["list", "table", "inet", "natpmpd"]).stdout
     );
     let new_udp = SocketAddrV4::new(NEW_EXT, udp.public_port);
     let r = udp_roundtrip(&lab.inet, new_udp, "hello");
@@ -183,9 +183,9 @@ fn address_change_announces_resets_epoch_and_moves_forwards() {
         from,
         SocketAddr::V4(SocketAddrV4::new(NEW_EXT, out.public_port)),
         "outbound UDP should leave from the new address and the mapped port\n{}",
-        nft_in(&lab.gw, &["list", "map", "ip", "natpmpd", "outbound"]).stdout
+        nft_in(&lab.gw, &["list", "map", "inet", "natpmpd", "outbound"]).stdout
     );
-    let outbound = nft_in(&lab.gw, &["list", "map", "ip", "natpmpd", "outbound"])
+    let outbound = nft_in(&lab.gw, &["list", "map", "inet", "natpmpd", "outbound"])
         .ok()
         .stdout;
     assert!(

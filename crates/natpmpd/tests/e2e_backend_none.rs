@@ -25,7 +25,7 @@ fn backend_none_grants_mappings_and_creates_no_nft_table() {
     );
     let tables = lab.gw_tables();
     assert!(
-        tables.contains("table ip lab"),
+        tables.contains("table inet lab"),
         "the operator's table vanished:\n{tables}"
     );
     assert!(

@@ -2,8 +2,8 @@
 //! notices within its drift-check period (2 s) and puts its table and every live mapping back.
 //!
 //! Damage: `nft flush ruleset` (which also removes the lab's own masquerade table; natpmpd
-//! restores only its own, the test puts the lab's back), `nft delete table ip natpmpd`,
-//! `nft flush map ip natpmpd inbound`, deleting one element, adding an unknown one.
+//! restores only its own, the test puts the lab's back), `nft delete table inet natpmpd`,
+//! `nft flush map inet natpmpd inbound`, deleting one element, adding an unknown one.
 //!
 //! Flush-to-restored is measured and printed: until the mapping's element is back in
 //! `nft list map` (polled every 20 ms) and until TCP passes again (polled every 20 ms).
@@ -24,7 +24,7 @@ fn damage_and_measure(s: &Setup, what: &str, damage: &[&str]) {
     let t0 = Instant::now();
     nft_in(&lab.gw, damage).ok();
     // The damage really took effect (no forward right after it).
-    let map_now = nft_in(&lab.gw, &["list", "map", "ip", "natpmpd", "inbound"]).stdout;
+    let map_now = nft_in(&lab.gw, &["list", "map", "inet", "natpmpd", "inbound"]).stdout;
     assert!(
         !inbound_map_has(&map_now, "tcp", s.tcp, "192.168.88.10 . 8080"),
         "{what}: the element is still there right after the damage:\n{map_now}"
@@ -35,7 +35,7 @@ fn damage_and_measure(s: &Setup, what: &str, damage: &[&str]) {
     let element_back = thread::spawn(move || {
         let deadline = t0 + Duration::from_secs(8);
         loop {
-            let out = nft_in(&gw, &["list", "map", "ip", "natpmpd", "inbound"]);
+            let out = nft_in(&gw, &["list", "map", "inet", "natpmpd", "inbound"]);
             if out.success()
                 && inbound_map_has(&out.stdout, "tcp", tcp_port, "192.168.88.10 . 8080")
             {
@@ -83,7 +83,7 @@ fn damage_and_measure(s: &Setup, what: &str, damage: &[&str]) {
         inbound_map_has(&map, "udp", s.udp, "192.168.88.10 . 9000"),
         "{what}:\n{map}"
     );
-    let outbound = nft_in(&lab.gw, &["list", "map", "ip", "natpmpd", "outbound"])
+    let outbound = nft_in(&lab.gw, &["list", "map", "inet", "natpmpd", "outbound"])
         .ok()
         .stdout;
     assert!(
@@ -124,13 +124,13 @@ fn nft_flush_ruleset_is_repaired() {
     );
     // natpmpd restores only its own table: the operator's is still gone until they reload it.
     assert!(
-        !s.lab.gw_tables().contains("table ip lab"),
+        !s.lab.gw_tables().contains("table inet lab"),
         "{}",
         s.lab.gw_tables()
     );
     s.lab.reload_lab_rules();
     // The hairpin sets came back too (the external address is in wan_addr).
-    let t = nft_in(&s.lab.gw, &["list", "set", "ip", "natpmpd", "wan_addr"])
+    let t = nft_in(&s.lab.gw, &["list", "set", "inet", "natpmpd", "wan_addr"])
         .ok()
         .stdout;
     assert!(t.contains("203.0.113.1"), "wan_addr not restored:\n{t}");
@@ -141,8 +141,8 @@ fn deleted_table_is_repaired() {
     let s = setup();
     damage_and_measure(
         &s,
-        "nft delete table ip natpmpd",
-        &["delete", "table", "ip", "natpmpd"],
+        "nft delete table inet natpmpd",
+        &["delete", "table", "inet", "natpmpd"],
     );
     let log = s.lab.daemon_log();
     assert!(
@@ -150,7 +150,7 @@ fn deleted_table_is_repaired() {
         "log:\n{log}"
     );
     assert!(
-        s.lab.gw_tables().contains("table ip lab"),
+        s.lab.gw_tables().contains("table inet lab"),
         "the operator's table was touched"
     );
 }
@@ -160,8 +160,8 @@ fn flushed_inbound_map_is_repaired() {
     let s = setup();
     damage_and_measure(
         &s,
-        "nft flush map ip natpmpd inbound",
-        &["flush", "map", "ip", "natpmpd", "inbound"],
+        "nft flush map inet natpmpd inbound",
+        &["flush", "map", "inet", "natpmpd", "inbound"],
     );
     assert_repair_logged(&s.lab);
 }
@@ -173,7 +173,7 @@ fn deleted_element_is_restored_and_unknown_element_removed() {
     damage_and_measure(
         &s,
         "nft delete element (one mapping)",
-        &["delete", "element", "ip", "natpmpd", "inbound", &elem],
+        &["delete", "element", "inet", "natpmpd", "inbound", &elem],
     );
     assert_repair_logged(&s.lab);
 
@@ -196,7 +196,7 @@ fn unknown_whole_forward_is_removed() {
         &[
             "add",
             "element",
-            "ip",
+            "inet",
             "natpmpd",
             "inbound",
             "{ tcp . 45000 : 192.168.88.10 . 22 }",
@@ -208,7 +208,7 @@ fn unknown_whole_forward_is_removed() {
         &[
             "add",
             "element",
-            "ip",
+            "inet",
             "natpmpd",
             "outbound",
             "{ 192.168.88.10 . tcp . 22 : 203.0.113.1 . 45000 }",
@@ -251,7 +251,7 @@ fn stray_inbound_only_element_is_removed() {
         &[
             "add",
             "element",
-            "ip",
+            "inet",
             "natpmpd",
             "inbound",
             "{ tcp . 45000 : 192.168.88.10 . 22 }",

@@ -14,7 +14,7 @@ fn sigterm_exits_cleanly_and_removes_the_table() {
     lab.start_default();
     let _ = natpmpc_map(&lab.lan, GW_LAN, 46000, 8084, Proto::Tcp, 600);
 
-    let table = nft_in(&lab.gw, &["list", "table", "ip", "natpmpd"])
+    let table = nft_in(&lab.gw, &["list", "table", "inet", "natpmpd"])
         .ok()
         .stdout;
     for part in ["map inbound", "map outbound", "ether1"] {
@@ -23,7 +23,9 @@ fn sigterm_exits_cleanly_and_removes_the_table() {
             "natpmpd table lacks `{part}`:\n{table}"
         );
     }
-    let lab_table = nft_in(&lab.gw, &["list", "table", "ip", "lab"]).ok().stdout;
+    let lab_table = nft_in(&lab.gw, &["list", "table", "inet", "lab"])
+        .ok()
+        .stdout;
     assert!(
         lab_table.contains("masquerade"),
         "operator table changed:\n{lab_table}"
@@ -43,7 +45,7 @@ fn sigterm_exits_cleanly_and_removes_the_table() {
         "table left behind after SIGTERM:\n{tables}"
     );
     assert!(
-        tables.contains("table ip lab"),
+        tables.contains("table inet lab"),
         "the operator's table was removed:\n{tables}"
     );
 }

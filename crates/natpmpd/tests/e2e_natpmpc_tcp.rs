@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lab::*;
 
-/// Whether `nft list map ip natpmpd inbound` output holds `proto . ext : ip . port`.
+/// Whether `nft list map inet natpmpd inbound` output holds `proto . ext : ip . port`.
 fn inbound_has(map: &str, proto: &str, ext: u16, to: &str) -> bool {
     map.split([',', '{', '}', '\n'])
         .map(str::trim)

@@ -165,7 +165,7 @@ fn filter_admits_only_the_listed_remote_in_the_kernel() {
             "lan-udp"
         )),
         "after clearing the filters, the other host still cannot reach the mapping\n{}",
-        nft_in(&lab.gw, &["list", "table", "ip", "natpmpd"]).stdout
+        nft_in(&lab.gw, &["list", "table", "inet", "natpmpd"]).stdout
     );
     assert!(
         !tcp_from(&lab, INET_HOST_SECOND, tcp, "lan-tcp"),

@@ -133,7 +133,7 @@ fn natpmpctl_reload_switches_off_and_on() {
     );
     assert!(lab.address_request().is_none(), "switched off but answered");
     assert!(
-        !lab.gw_tables().contains("table ip natpmpd"),
+        !lab.gw_tables().contains("table inet natpmpd"),
         "switched off but the table stays:\n{}",
         lab.gw_tables()
     );
@@ -159,7 +159,7 @@ fn natpmpctl_reload_switches_off_and_on() {
         "switched on again but no answer"
     );
     assert!(
-        lab.gw_tables().contains("table ip natpmpd"),
+        lab.gw_tables().contains("table inet natpmpd"),
         "switched on but no table:\n{}",
         lab.gw_tables()
     );

@@ -67,7 +67,7 @@ fn udp_passes(lab: &Lab, ext: u16, tag: &str) -> bool {
 }
 
 fn table_present(lab: &Lab) -> bool {
-    lab.gw_tables().contains("table ip natpmpd")
+    lab.gw_tables().contains("table inet natpmpd")
 }
 
 /// Parses an nft duration such as `9m58s`, `1h`, `59m59s880ms`, `2d3h`.
@@ -164,7 +164,7 @@ fn sigterm_then_start_restores_ports_lifetimes_epoch_and_traffic() {
     assert!(st.success(), "natpmpd exited with {st} on SIGTERM");
     assert!(
         !table_present(&lab),
-        "table ip natpmpd left behind after SIGTERM:\n{}",
+        "table inet natpmpd left behind after SIGTERM:\n{}",
         lab.gw_tables()
     );
     let saved = lease_file_mappings(&lab).expect("no readable lease file after SIGTERM");
@@ -284,7 +284,7 @@ fn kill_9_then_start_restores_from_the_lease_file() {
         table_present(&lab),
         "after kill -9 the table should still be there"
     );
-    nft_in(&lab.gw, &["delete", "table", "ip", "natpmpd"]).ok();
+    nft_in(&lab.gw, &["delete", "table", "inet", "natpmpd"]).ok();
     thread::sleep(Duration::from_millis(1000));
 
     let t0 = lab.respawn_daemon();

@@ -164,8 +164,8 @@ fn print_json() {
         text(&out.stdout),
         concat!(
             r#"{"mappings":["#,
-            r#"{"number":0,"flags":"D","comment":"nat-pmp 192.168.88.10: NAT-PMP tcp 8080","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.10","to-ports":8080,"protocol":"tcp","dst-address":"203.0.113.1","in-interface":"ether1","dst-port":40000,"lifetime":7200,"lifetime-left":7198,"client":"192.168.88.10","via":"nat-pmp","kind":"map","nonce-owned":false},"#,
-            r#"{"number":1,"flags":"D","comment":"nat-pmp 192.168.88.11: ApplicationX","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.11","to-ports":5000,"protocol":"udp","src-address":["198.51.100.0/24"],"dst-address":null,"in-interface":"ether1","dst-port":45000,"lifetime":93784,"lifetime-left":0,"client":"192.168.88.11","via":"pcp","kind":"map","nonce-owned":true,"description":"ApplicationX"}"#,
+            r#"{"number":0,"flags":"D","comment":"nat-pmp 192.168.88.10: NAT-PMP tcp 8080","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.10","to-ports":8080,"protocol":"tcp","dst-address":"203.0.113.1","in-interface":"ether1","dst-port":40000,"lifetime":7200,"lifetime-left":7198,"client":"192.168.88.10","via":"nat-pmp","kind":"map","nonce-owned":false,"family":"ipv4"},"#,
+            r#"{"number":1,"flags":"D","comment":"nat-pmp 192.168.88.11: ApplicationX","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.11","to-ports":5000,"protocol":"udp","src-address":["198.51.100.0/24"],"dst-address":null,"in-interface":"ether1","dst-port":45000,"lifetime":93784,"lifetime-left":0,"client":"192.168.88.11","via":"pcp","kind":"map","nonce-owned":true,"description":"ApplicationX","family":"ipv4"}"#,
             "]}\n"
         )
     );

@@ -243,6 +243,27 @@ impl Engine {
             .collect()
     }
 
+    /// Forget every endpoint whose key `doomed` picks (staging the removal of its elements), and
+    /// return their keys: used when a host's addresses left the link (an IPv6 prefix went away).
+    /// The epoch does not reset: the other mappings are intact.
+    pub fn forget_where(
+        &mut self,
+        now: Timestamp,
+        doomed: impl Fn(&EndpointKey) -> bool,
+        changes: &mut Vec<Change>,
+    ) -> Vec<EndpointKey> {
+        let keys: Vec<EndpointKey> = self
+            .table
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| doomed(k))
+            .collect();
+        for key in &keys {
+            self.put(now, *key, None, changes);
+        }
+        keys
+    }
+
     /// Forget every mapping (staging their removal) and reset the epoch: the mapping state is
     /// lost (RFC 6886 §3.7, RFC 6887 §8.5).
     pub fn reset(&mut self, now: Timestamp, changes: &mut Vec<Change>) {

@@ -354,7 +354,17 @@ impl Engine {
             // The endpoint already leaves from its port (its implicit mapping exists, RFC 6887
             // §12.3): that is the port the peer sees, whatever was suggested.
             Some(e) => e.external_port,
-            None if key.client.is_ipv6() => key.internal_port,
+            // A pinhole is the host's own address and port: any other suggestion cannot be
+            // honoured (§12.3: then CANNOT_PROVIDE_EXTERNAL).
+            None if key.client.is_ipv6() => {
+                let other_port = req.suggested_port != 0 && req.suggested_port != key.internal_port;
+                let other_addr =
+                    !unspecified(req.suggested_addr) && req.suggested_addr != Some(key.client);
+                if other_port || other_addr {
+                    return Err(Refusal::CannotProvideExternal { retry_after: None });
+                }
+                key.internal_port
+            }
             None => {
                 let wants_other_addr =
                     !unspecified(req.suggested_addr) && req.suggested_addr != Some(external_addr);

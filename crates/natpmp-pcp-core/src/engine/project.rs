@@ -10,7 +10,7 @@
 use super::mapping::{Endpoint, EndpointKey, Filter};
 use crate::kernel::{Change, Element, RemoteRange};
 use crate::time::Timestamp;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
 /// How much longer than the mapping the kernel element lives. The gateway removes the element
@@ -20,16 +20,59 @@ pub const KERNEL_TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// The elements the kernel should hold for the endpoint, each with the expiry it serves.
 /// IPv4 endpoints project nothing while there is no external address (the outbound rewrite
-/// needs one); they come back with the next address.
+/// needs one); they come back with the next address. IPv6 endpoints are pinholes and need none.
 pub fn project(
     key: &EndpointKey,
     endpoint: &Endpoint,
     external: Option<Ipv4Addr>,
 ) -> Vec<(Element, Timestamp)> {
+    match key.client {
+        IpAddr::V4(client) => match external {
+            Some(external) => project_v4(key, client, endpoint, external),
+            None => Vec::new(),
+        },
+        IpAddr::V6(client) => project_v6(key, client, endpoint),
+    }
+}
+
+/// The expiry of a MAP that admits anyone (no FILTER), if the endpoint has one: then PEER
+/// boxes would add nothing.
+fn open_map(endpoint: &Endpoint) -> Option<Timestamp> {
+    endpoint
+        .map
+        .as_ref()
+        .filter(|m| m.filters.is_empty())
+        .map(|m| m.expires)
+}
+
+/// The endpoint's FILTERs and PEERs as disjoint boxes (see [`disjoint_boxes`]).
+fn filtered_boxes(endpoint: &Endpoint, v6: bool) -> Vec<(Boxed, Timestamp)> {
+    let mut admitted: Vec<Admitted> = Vec::new();
+    if let Some(m) = &endpoint.map {
+        admitted.extend(
+            m.filters
+                .iter()
+                .filter(|f| f.prefix.addr().is_ipv6() == v6)
+                .map(|f| Admitted::filter(f, m.expires)),
+        );
+    }
+    admitted.extend(
+        endpoint
+            .peers
+            .iter()
+            .filter(|p| p.remote.is_ipv6() == v6)
+            .map(|p| Admitted::peer(p.remote, p.expires)),
+    );
+    disjoint_boxes(&admitted)
+}
+
+fn project_v4(
+    key: &EndpointKey,
+    client: Ipv4Addr,
+    endpoint: &Endpoint,
+    external: Ipv4Addr,
+) -> Vec<(Element, Timestamp)> {
     let mut out = Vec::new();
-    let (IpAddr::V4(client), Some(external)) = (key.client, external) else {
-        return out;
-    };
     let Some(last) = endpoint.last_expiry() else {
         return out;
     };
@@ -43,13 +86,7 @@ pub fn project(
         },
         last,
     ));
-    let open_map = endpoint
-        .map
-        .as_ref()
-        .filter(|m| m.filters.is_empty())
-        .map(|m| m.expires);
-    if let Some(expires) = open_map {
-        // Anyone may reach it; PEER elements would add nothing.
+    if let Some(expires) = open_map(endpoint) {
         out.push((
             Element::Inbound {
                 protocol,
@@ -60,26 +97,17 @@ pub fn project(
         ));
         return out;
     }
-    let mut admitted: Vec<Admitted> = Vec::new();
-    if let Some(m) = &endpoint.map {
-        admitted.extend(
-            m.filters
-                .iter()
-                .filter_map(|f| Admitted::filter(f, m.expires)),
-        );
-    }
-    admitted.extend(
-        endpoint
-            .peers
-            .iter()
-            .filter_map(|p| Admitted::peer(p.remote, p.expires)),
-    );
-    for (remote, expires) in disjoint_boxes(&admitted) {
+    for (b, expires) in filtered_boxes(endpoint, false) {
         out.push((
             Element::FilteredInbound {
                 protocol,
                 external_port: endpoint.external_port,
-                remote,
+                remote: RemoteRange {
+                    first_addr: Ipv4Addr::from(b.addrs.0 as u32),
+                    last_addr: Ipv4Addr::from(b.addrs.1 as u32),
+                    first_port: b.ports.0,
+                    last_port: b.ports.1,
+                },
                 internal,
             },
             expires,
@@ -88,55 +116,114 @@ pub fn project(
     out
 }
 
-/// One admitted set of remotes: an aligned address range (a prefix) and a port range (one
-/// port or all), with the expiry of the mapping that admits it.
+/// A pinhole: the host's own address and port, no translation and no outbound element.
+fn project_v6(
+    key: &EndpointKey,
+    client: Ipv6Addr,
+    endpoint: &Endpoint,
+) -> Vec<(Element, Timestamp)> {
+    let internal = SocketAddrV6::new(client, key.internal_port, 0, 0);
+    let protocol = key.protocol;
+    if let Some(expires) = open_map(endpoint) {
+        return vec![(Element::Pinhole { protocol, internal }, expires)];
+    }
+    filtered_boxes(endpoint, true)
+        .into_iter()
+        .map(|(b, expires)| {
+            (
+                Element::FilteredPinhole {
+                    protocol,
+                    internal,
+                    remote: RemoteRange {
+                        first_addr: Ipv6Addr::from(b.addrs.0),
+                        last_addr: Ipv6Addr::from(b.addrs.1),
+                        first_port: b.ports.0,
+                        last_port: b.ports.1,
+                    },
+                },
+                expires,
+            )
+        })
+        .collect()
+}
+
+/// One admitted set of remotes: an aligned address range (a prefix; addresses as numbers, an
+/// IPv4 one as its 32-bit value) and a port range (one port or all), with the expiry of the
+/// mapping that admits it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Admitted {
-    addrs: (u32, u32),
+    addrs: (u128, u128),
     ports: (u16, u16),
     expires: Timestamp,
 }
 
 impl Admitted {
-    fn filter(f: &Filter, expires: Timestamp) -> Option<Admitted> {
-        let (first, last) = f.prefix.v4_range()?;
+    fn filter(f: &Filter, expires: Timestamp) -> Admitted {
         let ports = if f.port == 0 {
             (0, 65535)
         } else {
             (f.port, f.port)
         };
-        Some(Admitted {
-            addrs: (first.into(), last.into()),
+        Admitted {
+            addrs: f.prefix.numeric_range(),
             ports,
             expires,
-        })
+        }
     }
 
-    fn peer(remote: SocketAddr, expires: Timestamp) -> Option<Admitted> {
-        match remote {
-            SocketAddr::V4(r) => Some(Admitted {
-                addrs: ((*r.ip()).into(), (*r.ip()).into()),
-                ports: (r.port(), r.port()),
-                expires,
-            }),
-            SocketAddr::V6(_) => None,
+    fn peer(remote: SocketAddr, expires: Timestamp) -> Admitted {
+        let addr = match remote.ip() {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        Admitted {
+            addrs: (addr, addr),
+            ports: (remote.port(), remote.port()),
+            expires,
         }
     }
 }
 
+/// A disjoint box of remotes, before it is given its family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Boxed {
+    addrs: (u128, u128),
+    ports: (u16, u16),
+}
+
+/// An address range (first, last) and the expiry of what it admits.
+type AddressBox = ((u128, u128), Timestamp);
+
 /// Cut the admitted sets into disjoint boxes that cover exactly their union, each with the
-/// latest expiry of the sets it covers. The kernel's interval map refuses overlapping
+/// latest expiry of the sets it covers. The kernel's interval maps refuse overlapping
 /// elements, and FILTERs and PEERs of one endpoint may overlap (a /24 and a host in it).
 ///
-/// Ports are cut into segments at every range edge; within a segment the admitted address
-/// ranges are prefixes, so any two are nested or apart, and the outermost ones are disjoint.
-/// Neighbouring segments with the same boxes are merged again, so a lone FILTER stays one
-/// element.
-/// An address range (first, last) and the expiry of what it admits.
-type AddressBox = ((u32, u32), Timestamp);
+/// The address ranges are prefixes, so any two are nested or apart. First the sets are grouped
+/// under their outermost range: sets in different groups never overlap, so each group is cut
+/// on its own. Within a group, ports are cut into segments at every range edge, each segment
+/// gets the group's outermost ranges that admit it, and neighbouring segments with the same
+/// boxes are merged again, so a lone FILTER stays one element.
+fn disjoint_boxes(admitted: &[Admitted]) -> Vec<(Boxed, Timestamp)> {
+    let mut sorted: Vec<&Admitted> = admitted.iter().collect();
+    // Outer ranges first: by start, then widest.
+    sorted.sort_by_key(|a| (a.addrs.0, std::cmp::Reverse(a.addrs.1)));
+    let mut groups: Vec<Vec<&Admitted>> = Vec::new();
+    let mut group_end = None;
+    for a in sorted {
+        match (groups.last_mut(), group_end) {
+            (Some(g), Some(end)) if a.addrs.1 <= end => g.push(a),
+            _ => {
+                groups.push(vec![a]);
+                group_end = Some(a.addrs.1);
+            }
+        }
+    }
+    groups.iter().flat_map(|g| cut_ports(g)).collect()
+}
 
-fn disjoint_boxes(admitted: &[Admitted]) -> Vec<(RemoteRange, Timestamp)> {
-    let mut edges: Vec<u32> = admitted
+/// One group's boxes (see [`disjoint_boxes`]); `group` is sorted outer ranges first.
+fn cut_ports(group: &[&Admitted]) -> Vec<(Boxed, Timestamp)> {
+    let mut edges: Vec<u32> = group
         .iter()
         .flat_map(|a| [u32::from(a.ports.0), u32::from(a.ports.1) + 1])
         .collect();
@@ -146,23 +233,17 @@ fn disjoint_boxes(admitted: &[Admitted]) -> Vec<(RemoteRange, Timestamp)> {
     let mut segments: Vec<((u16, u16), Vec<AddressBox>)> = Vec::new();
     for w in edges.windows(2) {
         let (lo, hi) = (w[0] as u16, (w[1] - 1) as u16);
-        let mut here: Vec<&Admitted> = admitted
-            .iter()
-            .filter(|a| a.ports.0 <= lo && hi <= a.ports.1)
-            .collect();
-        if here.is_empty() {
-            continue;
-        }
-        // Outer ranges first: by start, then widest.
-        here.sort_by_key(|a| (a.addrs.0, std::cmp::Reverse(a.addrs.1)));
         let mut outer: Vec<AddressBox> = Vec::new();
-        for a in here {
+        for a in group.iter().filter(|a| a.ports.0 <= lo && hi <= a.ports.1) {
             match outer.last_mut() {
                 Some((range, expires)) if a.addrs.1 <= range.1 => {
                     *expires = (*expires).max(a.expires)
                 }
                 _ => outer.push((a.addrs, a.expires)),
             }
+        }
+        if outer.is_empty() {
+            continue;
         }
         match segments.last_mut() {
             Some((ports, boxes)) if u32::from(ports.1) + 1 == u32::from(lo) && *boxes == outer => {
@@ -174,17 +255,9 @@ fn disjoint_boxes(admitted: &[Admitted]) -> Vec<(RemoteRange, Timestamp)> {
     segments
         .into_iter()
         .flat_map(|(ports, boxes)| {
-            boxes.into_iter().map(move |(addrs, expires)| {
-                (
-                    RemoteRange {
-                        first_addr: Ipv4Addr::from(addrs.0),
-                        last_addr: Ipv4Addr::from(addrs.1),
-                        first_port: ports.0,
-                        last_port: ports.1,
-                    },
-                    expires,
-                )
-            })
+            boxes
+                .into_iter()
+                .map(move |(addrs, expires)| (Boxed { addrs, ports }, expires))
         })
         .collect()
 }
@@ -311,8 +384,8 @@ mod tests {
         assert_eq!(
             boxes(&p),
             vec![
-                ("203.0.113.0-203.0.113.255:0-3999".to_owned(), 100),
                 ("198.51.100.7:4000".to_owned(), 200),
+                ("203.0.113.0-203.0.113.255:0-3999".to_owned(), 100),
                 ("203.0.113.0-203.0.113.255:4000".to_owned(), 300),
                 ("203.0.113.0-203.0.113.255:4001-65535".to_owned(), 100),
             ]
@@ -348,6 +421,69 @@ mod tests {
         assert_eq!(
             boxes(&project(&key(), &ep, Some(EXT))),
             vec![("203.0.113.0-203.0.113.255".to_owned(), 100)]
+        );
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_pinholes_without_translation() {
+        let host: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+        let key = EndpointKey {
+            client: host.into(),
+            protocol: Protocol::Udp,
+            internal_port: 9000,
+        };
+        let internal = SocketAddrV6::new(host, 9000, 0, 0);
+        let open = Endpoint {
+            external_port: 9000,
+            map: Some(map(100, vec![])),
+            peers: vec![],
+        };
+        // No external IPv4 address is needed, and no outbound element is made.
+        assert_eq!(
+            project(&key, &open, None),
+            vec![(
+                Element::Pinhole {
+                    protocol: Protocol::Udp,
+                    internal
+                },
+                t(100)
+            )]
+        );
+        let remote_net = Filter {
+            prefix: Prefix::new("2001:db8:ff::".parse::<Ipv6Addr>().unwrap().into(), 64).unwrap(),
+            port: 0,
+        };
+        let mut peer6 = peer([0, 0, 0, 0], 4000, 300);
+        peer6.remote = "[2001:db8:ee::7]:4000".parse().unwrap();
+        let filtered = Endpoint {
+            external_port: 9000,
+            map: Some(map(100, vec![remote_net])),
+            peers: vec![peer6],
+        };
+        let p = project(&key, &filtered, Some(EXT));
+        let remotes: Vec<(String, u64)> = p
+            .iter()
+            .map(|(e, x)| match e {
+                Element::FilteredPinhole {
+                    remote,
+                    internal: i,
+                    ..
+                } => {
+                    assert_eq!(*i, internal);
+                    (remote.to_string(), x.as_millis() / 1000)
+                }
+                other => panic!("not a filtered pinhole: {other}"),
+            })
+            .collect();
+        assert_eq!(
+            remotes,
+            vec![
+                ("2001:db8:ee::7:4000".to_owned(), 300),
+                (
+                    "2001:db8:ff::-2001:db8:ff:0:ffff:ffff:ffff:ffff".to_owned(),
+                    100
+                ),
+            ]
         );
     }
 

@@ -17,7 +17,7 @@
 
 use super::pcp_options::{self, description_text, Options};
 use super::{Handled, Pending, PendingReply as AnyPending};
-use crate::addr::{from_wire, to_wire, Prefix, Protocol};
+use crate::addr::{from_wire, pinhole_capable, to_wire, Prefix, Protocol};
 use crate::engine::mapping::{EndpointKey, Filter, Nonce, PcpClient, ReplyPath};
 use crate::engine::records::PcpMappingInfo;
 use crate::engine::{
@@ -233,7 +233,7 @@ fn success(
         granted.lifetime,
         req.epoch,
     );
-    out.extend_from_slice(&req.bytes[HEADER_LEN..HEADER_LEN + data_len]);
+    copy_opcode_data(&mut out, &req.bytes[HEADER_LEN..HEADER_LEN + data_len]);
     out[42..44].copy_from_slice(&granted.external.port().to_be_bytes());
     out[44..60].copy_from_slice(&to_wire(granted.external.ip()).octets());
     if options.prefer_failure {
@@ -248,6 +248,36 @@ fn success(
         option::emit(&mut out, option::DESCRIPTION, stored.as_bytes());
     }
     out
+}
+
+/// Append a MAP's or PEER's opcode data, copied from the request, to a success response
+/// header, with the reserved bits sent as 0 (RFC 6887 §11.1, §12.1: "MUST be sent as 0 and
+/// MUST be ignored when received"): bytes 37–39, and a PEER's 62–63.
+fn copy_opcode_data(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(data);
+    out[37..40].fill(0);
+    if out.len() >= PEER_LEN {
+        out[62..64].fill(0);
+    }
+}
+
+/// The reply to a MAP or PEER the engine has handled: the success response (waiting for the
+/// kernel when the table changed), or the refusal's error response.
+fn answer(
+    req: &Request,
+    data_len: usize,
+    outcome: MapOutcome,
+    undo: Undo,
+    options: &Options,
+    echo_description: bool,
+) -> Handled {
+    match outcome {
+        MapOutcome::Granted(g) => {
+            let out = success(req, data_len, &g, options, echo_description);
+            pending(req, undo, out)
+        }
+        MapOutcome::Refused(r) => req.refused(r),
+    }
 }
 
 fn pending(req: &Request, undo: Undo, success: Vec<u8>) -> Handled {
@@ -301,7 +331,7 @@ fn map(
         let mut out = Vec::with_capacity(MAP_LEN);
         emit_response_header(&mut out, OP_MAP, ResultCode::Success, 0, req.epoch);
         // The suggested port and address are copied into the assigned fields.
-        out.extend_from_slice(&req.bytes[HEADER_LEN..MAP_LEN]);
+        copy_opcode_data(&mut out, &req.bytes[HEADER_LEN..MAP_LEN]);
         let (Some(protocol), true) = (protocol, data.internal_port != 0) else {
             return Handled::Reply(out);
         };
@@ -317,6 +347,9 @@ fn map(
                 req.refused(Refusal::NotOwner { remaining })
             }
         };
+    }
+    if let Some(refused) = no_pinhole(req, client) {
+        return refused;
     }
     // All protocols (DMZ), all ports of one protocol, or another protocol than TCP and UDP:
     // the NAT cannot do them in full, which is UNSUPP_PROTOCOL (§11.3).
@@ -346,12 +379,26 @@ fn map(
         },
         changes,
     );
-    match outcome {
-        MapOutcome::Granted(g) => {
-            let out = success(req, MAP_LEN - HEADER_LEN, &g, &options, echo_description);
-            pending(req, undo, out)
+    answer(
+        req,
+        MAP_LEN - HEADER_LEN,
+        outcome,
+        undo,
+        &options,
+        echo_description,
+    )
+}
+
+/// An IPv6 client that speaks from an address the internet cannot send to (its link-local
+/// address, typically) cannot have a pinhole on it: NOT_AUTHORIZED, long-lived, since asking
+/// again from the same address will not help. (A client that wants one speaks from its global
+/// or ULA address.)
+fn no_pinhole(req: &Request, client: IpAddr) -> Option<Handled> {
+    match client {
+        IpAddr::V6(a) if !pinhole_capable(a) => {
+            Some(req.error(ResultCode::NotAuthorized, LONG_ERROR_LIFETIME, true))
         }
-        MapOutcome::Refused(r) => req.refused(r),
+        _ => None,
     }
 }
 
@@ -388,6 +435,9 @@ fn peer(
     {
         return req.malformed(ResultCode::MalformedRequest);
     }
+    if let Some(refused) = no_pinhole(req, client) {
+        return refused;
+    }
     let Some(protocol) = Protocol::from_number(data.map.protocol) else {
         return req.error(ResultCode::UnsuppProtocol, LONG_ERROR_LIFETIME, true);
     };
@@ -412,13 +462,14 @@ fn peer(
         },
         changes,
     );
-    match outcome {
-        MapOutcome::Granted(g) => {
-            let out = success(req, PEER_LEN - HEADER_LEN, &g, &options, echo_description);
-            pending(req, undo, out)
-        }
-        MapOutcome::Refused(r) => req.refused(r),
-    }
+    answer(
+        req,
+        PEER_LEN - HEADER_LEN,
+        outcome,
+        undo,
+        &options,
+        echo_description,
+    )
 }
 
 /// An unsolicited MAP or PEER response telling the client its mapping's new external address

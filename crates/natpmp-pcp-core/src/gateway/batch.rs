@@ -113,12 +113,15 @@ impl<F: Forwarder> Gateway<F> {
     fn handle_one(&mut self, now: Timestamp, d: &Datagram, changes: &mut Vec<Change>) -> Handled {
         match front::dispatch(d.payload, self.config.pcp) {
             Dispatch::Drop => Handled::Drop,
+            // NAT-PMP is IPv4-only (RFC 6886 §1): with PCP off nothing at all is served over
+            // IPv6, as with everything off (§6 A16).
+            _ if d.source.is_ipv6() && !self.config.pcp => Handled::Drop,
             Dispatch::NatPmp => match d.source.ip() {
                 IpAddr::V4(client) => {
                     front::natpmp::handle(&mut self.engine, now, client, d.payload, changes)
                 }
-                // NAT-PMP is IPv4-only (RFC 6886 §1): over IPv6 only PCP is spoken, and the
-                // nearest version it speaks is 2 (rfc-checklist §4 case 71).
+                // Over IPv6 only PCP is spoken, and the nearest version it speaks is 2
+                // (rfc-checklist §4 case 71).
                 IpAddr::V6(_) => Handled::Reply(front::unsupported_version(
                     d.payload,
                     self.engine.epoch_seconds(now),

@@ -8,7 +8,7 @@
 
 use super::Gateway;
 use crate::engine::project::stage_all;
-use crate::kernel::{Change, Element, Forwarder, Health, KernelError};
+use crate::kernel::{Change, Element, Forwarder, Health, KernelError, TableSpec};
 use crate::time::Timestamp;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -49,7 +49,10 @@ impl<F: Forwarder> Gateway<F> {
         };
         let mut adds = Vec::new();
         stage_all(now, &self.engine.projection(), &mut adds);
-        self.forwarder.prepare(&external.name)?;
+        self.forwarder.prepare(&TableSpec {
+            external_interface: external.name,
+            connection_mark: self.config.connection_mark,
+        })?;
         self.hairpin_applied = None;
         self.forwarder.apply(&adds).map_err(|e| match e {
             crate::kernel::ApplyError::Failed(k) | crate::kernel::ApplyError::Unknown(k) => k,

@@ -2,6 +2,7 @@
 //! netlink, and the rules that depend on it: which datagrams are accepted, which address is
 //! the external one, what hairpin needs, where unsolicited messages leave from.
 
+use crate::addr::Prefix;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -58,6 +59,37 @@ impl Interface {
             IpAddr::V6(_) => None,
         })
     }
+
+    /// Where IPv6 announcements to ff02::1 leave from: the link-local address (link-scope
+    /// multicast is best sent from one), else the first global or unique local one.
+    pub fn v6_source(&self) -> Option<Ipv6Addr> {
+        let v6: Vec<Ipv6Addr> = self
+            .addrs
+            .iter()
+            .filter_map(|a| match a.addr {
+                IpAddr::V6(x) => Some(x),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        v6.iter()
+            .find(|a| is_link_local(**a))
+            .or_else(|| v6.first())
+            .copied()
+    }
+
+    /// The interface's on-link IPv6 prefixes other than link-local: where pinhole clients
+    /// live.
+    pub fn v6_prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
+        self.addrs.iter().filter_map(|a| match a.addr {
+            IpAddr::V6(x) if !is_link_local(x) => Prefix::new(a.addr, a.prefix_len),
+            _ => None,
+        })
+    }
+}
+
+/// fe80::/10.
+pub fn is_link_local(a: Ipv6Addr) -> bool {
+    (a.segments()[0] & 0xffc0) == 0xfe80
 }
 
 /// Every interface of the network namespace, by name.

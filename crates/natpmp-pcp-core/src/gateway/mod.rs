@@ -8,7 +8,10 @@
 //! - `batch`: admission and a batch of requests: stage, apply in one transaction, settle
 //!   (commit or revert), and only then write replies (design.md §2).
 //! - `drift`: keeping the kernel an exact projection of the engine (check, repair, rebuild).
-//! - `announce`: the announcement and Mapping Update schedules.
+//! - `links`: reacting to interface changes: the external address, IPv6 prefixes, hairpin.
+//! - `unsolicited`: announcements and Mapping Updates, and where they leave from.
+//! - `announce`: their schedules.
+//! - `leases`: when the lease file is due and what it holds.
 //! - `interfaces`: the interface model, the external address, hairpin networks.
 //!
 //! What lives here and not in the engine: what depends on interfaces and on the kernel's
@@ -18,18 +21,21 @@ pub mod announce;
 mod batch;
 mod drift;
 pub mod interfaces;
+mod leases;
+mod links;
+mod unsolicited;
 
+use crate::addr::Prefix;
 use crate::engine::records::MappingRecord;
 use crate::engine::{Engine, EngineConfig};
-use crate::front::pcp::{mapping_update, PcpPolicy};
+use crate::front::pcp::PcpPolicy;
 use crate::kernel::{removed_for_good, Change, Element, Forwarder, KernelError};
 use crate::time::Timestamp;
 use crate::view::MappingView;
-use crate::wire;
-use announce::{AnnouncementTrain, UpdateTrain};
-use interfaces::{is_private_or_reserved, ExternalInterface, Interface, Interfaces};
+use announce::Train;
+use interfaces::{ExternalInterface, Interface, Interfaces};
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
@@ -60,6 +66,8 @@ pub struct GatewayConfig {
     pub hairpin: bool,
     /// Compare the kernel with the engine every `DRIFT_CHECK` (a real kernel backend).
     pub drift_check: bool,
+    /// The conntrack mark bit set on every connection natpmpd lets in (`connection-mark`).
+    pub connection_mark: u32,
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +81,7 @@ impl Default for GatewayConfig {
             internal: Vec::new(),
             hairpin: true,
             drift_check: false,
+            connection_mark: crate::kernel::TableSpec::DEFAULT_CONNECTION_MARK,
         }
     }
 }
@@ -107,6 +116,9 @@ pub struct LeaseSnapshot {
     pub records: Vec<MappingRecord>,
 }
 
+/// ff02::1, all nodes on the link: where PCP's IPv6 announcements go.
+pub const ALL_NODES_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
 /// What `Gateway::start` did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Started {
@@ -119,7 +131,7 @@ pub struct Started {
 }
 
 /// What the hairpin sets hold: the external address (none = hairpin off) and the LAN subnets.
-type HairpinSets = (Option<Ipv4Addr>, Vec<(Ipv4Addr, u8)>);
+pub(super) type HairpinSets = (Option<Ipv4Addr>, Vec<(Ipv4Addr, u8)>);
 
 pub struct Gateway<F: Forwarder> {
     config: GatewayConfig,
@@ -129,15 +141,18 @@ pub struct Gateway<F: Forwarder> {
     /// Our table is installed and requests are answered.
     serving: bool,
     hairpin_applied: Option<HairpinSets>,
-    natpmp_announcements: AnnouncementTrain,
-    pcp_announcements: AnnouncementTrain,
-    updates: UpdateTrain,
+    natpmp_announcements: Train,
+    pcp_announcements: Train,
+    updates: Train,
     /// When the lease file is next due to be written (a change is waiting).
     lease_due: Option<Timestamp>,
     lease_failing: bool,
     next_drift_check: Timestamp,
     /// Elements removed for good whose flows are yet to be ended (after the replies).
     flows_to_clear: Vec<Element>,
+    /// The internal interfaces' IPv6 prefixes in the last snapshot: a pinhole whose host's
+    /// prefix disappears from them is removed.
+    v6_prefixes: Vec<Prefix>,
     /// Configured interfaces already reported missing, so the log says it once.
     reported_missing: HashSet<String>,
     warned_private: Option<Ipv4Addr>,
@@ -153,13 +168,14 @@ impl<F: Forwarder> Gateway<F> {
             interfaces: Interfaces::new(),
             serving: false,
             hairpin_applied: None,
-            natpmp_announcements: AnnouncementTrain::default(),
-            pcp_announcements: AnnouncementTrain::default(),
-            updates: UpdateTrain::default(),
+            natpmp_announcements: Train::announcements(),
+            pcp_announcements: Train::announcements(),
+            updates: Train::updates(),
             lease_due: None,
             lease_failing: false,
             next_drift_check: now + DRIFT_CHECK,
             flows_to_clear: Vec::new(),
+            v6_prefixes: Vec::new(),
             reported_missing: HashSet::new(),
             warned_private: None,
         }
@@ -273,98 +289,6 @@ impl<F: Forwarder> Gateway<F> {
         snapshot
     }
 
-    /// Take a new interface snapshot and act on what changed: interfaces that appeared or
-    /// vanished, the external address (epoch reset, announcements, Mapping Updates, outbound
-    /// rewrites moved), hairpin subnets.
-    pub fn set_interfaces(&mut self, now: Timestamp, interfaces: Interfaces) {
-        self.interfaces = interfaces;
-        self.report_missing_interfaces();
-        let addr = self
-            .config
-            .external
-            .as_ref()
-            .and_then(|e| e.address(&self.interfaces));
-        if addr != self.engine.external_address() {
-            self.external_address_changed(now, addr);
-        }
-        if self.serving {
-            self.sync_hairpin();
-        }
-    }
-
-    fn report_missing_interfaces(&mut self) {
-        let configured: Vec<(String, &'static str)> = self
-            .config
-            .external
-            .iter()
-            .map(|e| (e.name.clone(), "external"))
-            .chain(self.config.internal.iter().map(|n| (n.clone(), "internal")))
-            .collect();
-        for (name, kind) in configured {
-            let present = self.interfaces.contains_key(&name);
-            if !present && self.reported_missing.insert(name.clone()) {
-                warn!("{kind} interface {name} does not exist (yet); waiting for it");
-            } else if present && self.reported_missing.remove(&name) {
-                info!("{kind} interface {name} appeared");
-            }
-        }
-    }
-
-    fn external_address_changed(&mut self, now: Timestamp, addr: Option<Ipv4Addr>) {
-        match addr {
-            Some(a) => {
-                info!("external address is now {a}");
-                if is_private_or_reserved(a) && self.warned_private != Some(a) {
-                    warn!("external address {a} is private or reserved: mappings are reachable only from networks that route to it (double NAT?)");
-                    self.warned_private = Some(a);
-                }
-            }
-            None => warn!(
-                "no external address: requests for IPv4 mappings fail (NAT-PMP result 3, PCP NETWORK_FAILURE) until one appears"
-            ),
-        }
-        let mut changes = Vec::new();
-        self.engine.set_external_address(now, addr, &mut changes);
-        if self.serving {
-            self.apply_or_rebuild(now, &changes);
-        }
-        if addr.is_some() {
-            // The new address for NAT-PMP clients; PCP clients hear of their own mappings.
-            self.natpmp_announcements.start(now);
-            if self.config.pcp && !self.engine.pcp_mappings(now).is_empty() {
-                self.updates.start(now);
-            }
-        } else {
-            // With no address there is nothing true to announce (miniupnpd does the same).
-            self.natpmp_announcements.stop();
-            self.updates.stop();
-        }
-        self.leases_changed(now);
-    }
-
-    /// Give the kernel the current hairpin sets, if they changed.
-    fn sync_hairpin(&mut self) {
-        let addr = self
-            .engine
-            .external_address()
-            .filter(|_| self.config.hairpin);
-        let mut nets: Vec<(Ipv4Addr, u8)> = self
-            .internal_interfaces()
-            .flat_map(|i| i.addrs.iter())
-            .filter_map(|a| a.v4_network())
-            .collect();
-        nets.sort();
-        nets.dedup();
-        let wanted: HairpinSets = (addr, nets);
-        if self.hairpin_applied.as_ref() == Some(&wanted) {
-            return;
-        }
-        match self.forwarder.set_hairpin(wanted.0, &wanted.1) {
-            Ok(()) => self.hairpin_applied = Some(wanted),
-            Err(e) => warn!("cannot update the hairpin sets: {e}"),
-        }
-    }
-
     /// Apply a new configuration (a reload). The caller has refused invalid files already.
     pub fn reconfigure(
         &mut self,
@@ -372,6 +296,7 @@ impl<F: Forwarder> Gateway<F> {
         config: GatewayConfig,
     ) -> Result<(), KernelError> {
         let old_external = self.config.external.as_ref().map(|e| e.name.clone());
+        let old_mark = self.config.connection_mark;
         self.engine.set_config(config.engine.clone());
         self.config = config;
         self.reported_missing.clear();
@@ -390,6 +315,12 @@ impl<F: Forwarder> Gateway<F> {
                 "external interface changed from {} to {}",
                 old_external.as_deref().unwrap_or("none"),
                 self.external_interface().unwrap_or("none")
+            );
+            self.rebuild(now)?;
+        } else if self.serving && old_mark != self.config.connection_mark {
+            info!(
+                "connection-mark changed from {old_mark:#010x} to {:#010x}: reloading the table",
+                self.config.connection_mark
             );
             self.rebuild(now)?;
         }
@@ -453,152 +384,6 @@ impl<F: Forwarder> Gateway<F> {
         if !self.flows_to_clear.is_empty() {
             let gone = std::mem::take(&mut self.flows_to_clear);
             self.forwarder.clear_flows(&gone);
-        }
-    }
-
-    fn send_announcements(&mut self, now: Timestamp, out: &mut Vec<Outgoing>) {
-        let mut payloads = Vec::new();
-        if let Some(addr) = self.engine.external_address() {
-            if self.natpmp_announcements.take_due(now) {
-                let mut p = Vec::with_capacity(wire::natpmp::EXTERNAL_ADDRESS_RESPONSE_LEN);
-                let epoch = self.engine.epoch_seconds(now);
-                wire::natpmp::emit_external_address(
-                    &mut p,
-                    wire::natpmp::ResultCode::Success,
-                    epoch,
-                    addr,
-                );
-                payloads.push(p);
-            }
-        }
-        if self.pcp_announcements.take_due(now) {
-            let mut p = Vec::with_capacity(wire::pcp::HEADER_LEN);
-            wire::pcp::emit_announce(&mut p, self.engine.epoch_seconds(now));
-            payloads.push(p);
-        }
-        if payloads.is_empty() {
-            return;
-        }
-        let to = SocketAddr::V4(SocketAddrV4::new(
-            wire::natpmp::ANNOUNCE_GROUP,
-            wire::natpmp::CLIENT_PORT,
-        ));
-        let mut sent_on = 0;
-        for iface in self.internal_interfaces() {
-            // Sent from the interface's own address: clients check the source (§3.2.1).
-            let Some(from) = iface.first_v4() else {
-                continue;
-            };
-            for p in &payloads {
-                out.push(Outgoing {
-                    payload: p.clone(),
-                    from: from.into(),
-                    ifindex: iface.index,
-                    to,
-                });
-            }
-            sent_on += 1;
-        }
-        debug!(
-            "{} announcement(s) on {sent_on} interface(s)",
-            payloads.len()
-        );
-    }
-
-    fn send_mapping_updates(&mut self, now: Timestamp, out: &mut Vec<Outgoing>) {
-        let Some(started) = self.updates.started() else {
-            return;
-        };
-        if !self.updates.take_due(now) {
-            return;
-        }
-        let epoch = self.engine.epoch_seconds(now);
-        let mut sent = 0;
-        for info in self.engine.pcp_mappings(now) {
-            // A client that refreshed its mapping since the change knows already (§14.2:
-            // SHOULD stop once it has), and IPv6 pinholes do not move with the IPv4 address.
-            if info.granted_at > started || !info.key.client.is_ipv4() {
-                continue;
-            }
-            let Some((from, ifindex)) =
-                self.route_to(info.key.client, info.client.reply_path.server)
-            else {
-                continue;
-            };
-            out.push(Outgoing {
-                payload: mapping_update(&info, epoch),
-                from,
-                ifindex,
-                to: SocketAddr::new(info.key.client, info.client.reply_path.client_port),
-            });
-            sent += 1;
-        }
-        debug!("mapping update copy to {sent} PCP mapping(s)");
-    }
-
-    /// Where to send an unsolicited message to `client` from: `preferred` (the address the
-    /// client talked to) on its interface while it is still ours, else the first address of
-    /// the internal interface whose subnet holds the client.
-    fn route_to(&self, client: IpAddr, preferred: IpAddr) -> Option<(IpAddr, u32)> {
-        let internal: Vec<&Interface> = self.internal_interfaces().collect();
-        if let Some(i) = internal
-            .iter()
-            .find(|i| i.addrs.iter().any(|a| a.addr == preferred))
-        {
-            return Some((preferred, i.index));
-        }
-        internal.iter().find_map(|i| {
-            let a = i
-                .addrs
-                .iter()
-                .find(|a| a.addr.is_ipv4() == client.is_ipv4() && a.contains(client))?;
-            Some((a.addr, i.index))
-        })
-    }
-
-    /// The mapping state changed: the lease file is due soon (at most once per
-    /// `LEASE_SAVE_DELAY`, so a flood of requests costs one write per second, not one each).
-    fn leases_changed(&mut self, now: Timestamp) {
-        if self.lease_due.is_none() {
-            self.lease_due = Some(now + LEASE_SAVE_DELAY);
-        }
-    }
-
-    fn lease_snapshot(&self, now: Timestamp) -> LeaseSnapshot {
-        LeaseSnapshot {
-            external_addr: self.engine.external_address(),
-            epoch_seconds: self.engine.epoch_seconds(now),
-            records: self.engine.records(now),
-        }
-    }
-
-    /// If the lease file is due at `now`, what it should hold. Report the write with
-    /// `lease_saved`.
-    pub fn take_lease_snapshot(&mut self, now: Timestamp) -> Option<LeaseSnapshot> {
-        if self.lease_due.is_none_or(|t| t > now) {
-            return None;
-        }
-        self.lease_due = None;
-        Some(self.lease_snapshot(now))
-    }
-
-    /// How writing the lease file went; a failure is retried after `LEASE_RETRY_DELAY`, and
-    /// logged once until it works again.
-    pub fn lease_saved(&mut self, now: Timestamp, result: Result<(), String>) {
-        match result {
-            Ok(()) => {
-                if self.lease_failing {
-                    info!("lease file written again");
-                }
-                self.lease_failing = false;
-            }
-            Err(e) => {
-                if !self.lease_failing {
-                    warn!("cannot write the lease file: {e}; mappings will not survive a restart until it works (retrying)");
-                }
-                self.lease_failing = true;
-                self.lease_due = Some(self.lease_due.unwrap_or(now + LEASE_RETRY_DELAY));
-            }
         }
     }
 }

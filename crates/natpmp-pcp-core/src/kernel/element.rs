@@ -13,25 +13,29 @@
 //! - a MAP with FILTERs, and each PEER, add [`Element::FilteredInbound`]s: only the listed
 //!   remote addresses and ports reach it. The kernel refuses overlapping intervals, so the
 //!   filters are first cut into disjoint boxes.
+//! - IPv6 has no NAT: a MAP opens an [`Element::Pinhole`] (any remote may reach the host's own
+//!   address and port), and FILTERs and PEERs open [`Element::FilteredPinhole`] boxes
+//!   (RFC 6887 §11, §12; RFC 6092).
 
 use crate::addr::Protocol;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
-/// An inclusive range of remote IPv4 addresses and ports: one box of a FILTER or PEER.
+/// An inclusive range of remote addresses (IPv4 by default, or IPv6) and ports: one box of a
+/// FILTER or PEER.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RemoteRange {
-    pub first_addr: Ipv4Addr,
-    pub last_addr: Ipv4Addr,
+pub struct RemoteRange<A = Ipv4Addr> {
+    pub first_addr: A,
+    pub last_addr: A,
     pub first_port: u16,
     pub last_port: u16,
 }
 
-impl RemoteRange {
+impl<A: Copy + Ord> RemoteRange<A> {
     /// Exactly one remote address and port (a PEER).
-    pub fn single(addr: Ipv4Addr, port: u16) -> RemoteRange {
+    pub fn single(addr: A, port: u16) -> RemoteRange<A> {
         RemoteRange {
             first_addr: addr,
             last_addr: addr,
@@ -40,13 +44,13 @@ impl RemoteRange {
         }
     }
 
-    pub fn contains(&self, addr: Ipv4Addr, port: u16) -> bool {
+    pub fn contains(&self, addr: A, port: u16) -> bool {
         (self.first_addr..=self.last_addr).contains(&addr)
             && (self.first_port..=self.last_port).contains(&port)
     }
 
     /// Whether the two boxes share any (address, port).
-    pub fn overlaps(&self, other: &RemoteRange) -> bool {
+    pub fn overlaps(&self, other: &RemoteRange<A>) -> bool {
         self.first_addr <= other.last_addr
             && other.first_addr <= self.last_addr
             && self.first_port <= other.last_port
@@ -54,7 +58,7 @@ impl RemoteRange {
     }
 }
 
-impl fmt::Display for RemoteRange {
+impl<A: Copy + Ord + fmt::Display> fmt::Display for RemoteRange<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.first_addr == self.last_addr {
             write!(f, "{}", self.first_addr)?;
@@ -97,6 +101,20 @@ pub enum Element {
         protocol: Protocol,
         external: SocketAddrV4,
     },
+    /// Set `pinholes`: `internal address . protocol . internal port`. New IPv6 flows from any
+    /// remote host to the host's own address and port are let in (marked for the operator's
+    /// forward chain).
+    Pinhole {
+        protocol: Protocol,
+        internal: SocketAddrV6,
+    },
+    /// Set `pinholes_filtered`: `internal address . protocol . internal port . remote
+    /// addresses . remote ports`, with intervals. Only remotes inside the box are let in.
+    FilteredPinhole {
+        protocol: Protocol,
+        internal: SocketAddrV6,
+        remote: RemoteRange<Ipv6Addr>,
+    },
 }
 
 impl Element {
@@ -106,33 +124,56 @@ impl Element {
             Element::Inbound { .. } => "inbound",
             Element::FilteredInbound { .. } => "inbound_filtered",
             Element::Outbound { .. } => "outbound",
+            Element::Pinhole { .. } => "pinholes",
+            Element::FilteredPinhole { .. } => "pinholes_filtered",
         }
+    }
+
+    /// Whether the element is of the IPv6 firewall (a pinhole) rather than the IPv4 NAT.
+    pub fn is_ipv6(&self) -> bool {
+        matches!(
+            self,
+            Element::Pinhole { .. } | Element::FilteredPinhole { .. }
+        )
     }
 
     pub fn protocol(&self) -> Protocol {
         match self {
             Element::Inbound { protocol, .. }
             | Element::FilteredInbound { protocol, .. }
-            | Element::Outbound { protocol, .. } => *protocol,
+            | Element::Outbound { protocol, .. }
+            | Element::Pinhole { protocol, .. }
+            | Element::FilteredPinhole { protocol, .. } => *protocol,
         }
     }
 
-    /// The internal endpoint traffic is translated to (or from).
-    pub fn internal(&self) -> SocketAddrV4 {
+    /// The internal endpoint traffic is translated to (or from), or let in to.
+    pub fn internal(&self) -> SocketAddr {
         match self {
             Element::Inbound { internal, .. }
             | Element::FilteredInbound { internal, .. }
-            | Element::Outbound { internal, .. } => *internal,
+            | Element::Outbound { internal, .. } => SocketAddr::V4(*internal),
+            Element::Pinhole { internal, .. } | Element::FilteredPinhole { internal, .. } => {
+                SocketAddr::V6(*internal)
+            }
         }
     }
 
-    /// The external port traffic arrives on (or leaves from).
+    /// The external port traffic arrives on (or leaves from); a pinhole's is the host's own.
     pub fn external_port(&self) -> u16 {
         match self {
             Element::Inbound { external_port, .. }
             | Element::FilteredInbound { external_port, .. } => *external_port,
             Element::Outbound { external, .. } => external.port(),
+            Element::Pinhole { internal, .. } | Element::FilteredPinhole { internal, .. } => {
+                internal.port()
+            }
         }
+    }
+
+    /// The internal host's address.
+    pub fn internal_ip(&self) -> IpAddr {
+        self.internal().ip()
     }
 
     /// Whether the kernel would refuse to hold both: same map and same key (or, in the
@@ -177,6 +218,28 @@ impl Element {
                     ..
                 },
             ) => a == b && p == q,
+            (
+                Element::Pinhole {
+                    protocol: p,
+                    internal: a,
+                },
+                Element::Pinhole {
+                    protocol: q,
+                    internal: b,
+                },
+            ) => p == q && a.ip() == b.ip() && a.port() == b.port(),
+            (
+                Element::FilteredPinhole {
+                    protocol: p,
+                    internal: a,
+                    remote: r,
+                },
+                Element::FilteredPinhole {
+                    protocol: q,
+                    internal: b,
+                    remote: s,
+                },
+            ) => p == q && a.ip() == b.ip() && a.port() == b.port() && r.overlaps(s),
             _ => false,
         }
     }
@@ -188,6 +251,10 @@ impl Element {
             (
                 Element::FilteredInbound { remote: r, .. },
                 Element::FilteredInbound { remote: s, .. },
+            ) => r == s && self.collides_with(other),
+            (
+                Element::FilteredPinhole { remote: r, .. },
+                Element::FilteredPinhole { remote: s, .. },
             ) => r == s && self.collides_with(other),
             _ => self.collides_with(other),
         }
@@ -216,6 +283,14 @@ impl fmt::Display for Element {
                 protocol,
                 external,
             } => write!(f, "outbound {protocol} {internal} -> {external}"),
+            Element::Pinhole { protocol, internal } => {
+                write!(f, "pinholes {protocol} {internal}")
+            }
+            Element::FilteredPinhole {
+                protocol,
+                internal,
+                remote,
+            } => write!(f, "pinholes_filtered {protocol} {internal} from {remote}"),
         }
     }
 }
@@ -336,6 +411,40 @@ mod tests {
         assert!(!net.same_key(&host));
         assert!(!host.collides_with(&other));
         assert!(host.same_key(&host));
+    }
+
+    #[test]
+    fn overlapping_pinhole_boxes_collide_but_are_not_the_same_key() {
+        let host = SocketAddrV6::new("2001:db8:1::10".parse().unwrap(), 8080, 0, 0);
+        let boxed = |first: &str, last: &str, port: u16| Element::FilteredPinhole {
+            protocol: Protocol::Udp,
+            internal: host,
+            remote: RemoteRange {
+                first_addr: first.parse().unwrap(),
+                last_addr: last.parse().unwrap(),
+                first_port: port,
+                last_port: port,
+            },
+        };
+        let net = boxed("2001:db8:ff::", "2001:db8:ff::ffff", 4000);
+        let one = boxed("2001:db8:ff::7", "2001:db8:ff::7", 4000);
+        assert!(net.collides_with(&one));
+        assert!(!net.same_key(&one));
+        assert!(one.same_key(&one));
+        let hole = Element::Pinhole {
+            protocol: Protocol::Udp,
+            internal: host,
+        };
+        assert!(hole.same_key(&hole) && !hole.collides_with(&net));
+        // Removing the host's box while adding the network's ends the host's flows.
+        let changes = [
+            Change::Remove(one),
+            Change::Add {
+                element: net,
+                timeout: Duration::from_secs(5),
+            },
+        ];
+        assert_eq!(removed_for_good(&changes), vec![one]);
     }
 
     #[test]

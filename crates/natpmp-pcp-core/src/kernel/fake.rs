@@ -3,7 +3,7 @@
 use super::element::{Change, Element};
 use super::forwarder::{
     validate_interface, validate_lan_nets, ApplyError, ChangeRefused, Errno, Forwarder, Health,
-    KernelError,
+    KernelError, TableSpec,
 };
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +32,7 @@ struct FakeState {
     elements: Vec<(Element, Duration)>,
     fail_next: Option<Errno>,
     applied: Vec<Vec<Change>>,
-    interface: Option<String>,
+    table: Option<TableSpec>,
     hairpin: (Option<Ipv4Addr>, Vec<(Ipv4Addr, u8)>),
     wiped: bool,
     prepares: usize,
@@ -41,7 +41,7 @@ struct FakeState {
 
 fn table_gone(what: &str) -> KernelError {
     KernelError::Refused {
-        what: format!("{what} (table ip natpmpd is missing)"),
+        what: format!("{what} (table inet natpmpd is missing)"),
         errno: Errno::ENOENT,
     }
 }
@@ -81,7 +81,15 @@ impl FakeForwarder {
 
     /// The interface given to the last `prepare`, or `None` before it and after `teardown`.
     pub fn interface(&self) -> Option<String> {
-        self.state().interface.clone()
+        self.state()
+            .table
+            .as_ref()
+            .map(|t| t.external_interface.clone())
+    }
+
+    /// What the last `prepare` was given, or `None` before it and after `teardown`.
+    pub fn table(&self) -> Option<TableSpec> {
+        self.state().table.clone()
     }
 
     /// How many times `prepare` ran (each is a table rebuild).
@@ -120,11 +128,11 @@ impl FakeForwarder {
 }
 
 impl Forwarder for FakeForwarder {
-    fn prepare(&mut self, external_interface: &str) -> Result<(), KernelError> {
-        validate_interface(external_interface)?;
+    fn prepare(&mut self, table: &TableSpec) -> Result<(), KernelError> {
+        validate_interface(&table.external_interface)?;
         let mut s = self.state();
         s.elements.clear();
-        s.interface = Some(external_interface.to_owned());
+        s.table = Some(table.clone());
         s.hairpin = Default::default();
         s.wiped = false;
         s.prepares += 1;
@@ -187,7 +195,7 @@ impl Forwarder for FakeForwarder {
     fn teardown(&mut self) -> Result<(), KernelError> {
         let mut s = self.state();
         s.elements.clear();
-        s.interface = None;
+        s.table = None;
         s.hairpin = Default::default();
         Ok(())
     }
@@ -209,7 +217,7 @@ impl Forwarder for FakeForwarder {
 
     fn check(&mut self) -> Result<Health, KernelError> {
         Ok(if self.state().wiped {
-            Health::Damaged("table ip natpmpd is missing".into())
+            Health::Damaged("table inet natpmpd is missing".into())
         } else {
             Health::Intact
         })
@@ -245,7 +253,7 @@ mod tests {
     fn applies_in_order_and_records_transactions() {
         let mut fake = FakeForwarder::new();
         let probe = fake.clone();
-        fake.prepare("eth0").unwrap();
+        fake.prepare(&TableSpec::new("eth0")).unwrap();
         fake.apply(&[add(e(1, 1)), add(e(2, 2))]).unwrap();
         fake.apply(&[Change::Remove(e(1, 1)), add(e(1, 1))])
             .unwrap();
@@ -286,7 +294,7 @@ mod tests {
     fn wipe_breaks_everything_until_prepare() {
         let mut fake = FakeForwarder::new();
         let probe = fake.clone();
-        fake.prepare("eth0").unwrap();
+        fake.prepare(&TableSpec::new("eth0")).unwrap();
         fake.apply(&[add(e(1, 1))]).unwrap();
         let lan = [(Ipv4Addr::new(192, 168, 88, 1), 24)];
         let wan = Some(Ipv4Addr::new(203, 0, 113, 1));
@@ -294,12 +302,12 @@ mod tests {
         probe.wipe();
         assert_eq!(
             fake.check().unwrap(),
-            Health::Damaged("table ip natpmpd is missing".into())
+            Health::Damaged("table inet natpmpd is missing".into())
         );
         assert!(fake.list().is_err());
         assert!(fake.apply(&[add(e(2, 2))]).is_err());
         assert!(fake.set_hairpin(wan, &lan).is_err());
-        fake.prepare("eth0").unwrap();
+        fake.prepare(&TableSpec::new("eth0")).unwrap();
         assert_eq!(fake.check().unwrap(), Health::Intact);
         assert!(fake.list().unwrap().is_empty());
         assert_eq!(probe.prepares(), 2);
@@ -308,7 +316,7 @@ mod tests {
     #[test]
     fn refuses_what_the_real_one_refuses() {
         assert!(matches!(
-            FakeForwarder::new().prepare("eth0\"; flush ruleset"),
+            FakeForwarder::new().prepare(&TableSpec::new("eth0\"; flush ruleset")),
             Err(KernelError::InvalidInterface(_))
         ));
         let addr = Ipv4Addr::new(10, 0, 0, 0);

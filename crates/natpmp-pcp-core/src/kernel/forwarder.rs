@@ -10,7 +10,7 @@ use std::time::Duration;
 pub enum Health {
     /// Our table is there with all its maps, sets, chains and rules.
     Intact,
-    /// Something of ours is missing, e.g. `table ip natpmpd is missing` or `chain prerouting
+    /// Something of ours is missing, e.g. `table inet natpmpd is missing` or `chain prerouting
     /// has 0 of 4 rules` (another tool flushed the ruleset or reloaded a firewall). The cure
     /// is `prepare`, then `set_hairpin` and adding the elements again.
     Damaged(String),
@@ -109,14 +109,35 @@ pub enum KernelError {
     InvalidInterface(String),
 }
 
+/// What our table is built around: the external interface its rules name, and the conntrack
+/// mark bit it sets on every connection it lets in (the firewall contract: the operator's
+/// forward chain accepts `ct mark & MARK == MARK`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TableSpec {
+    pub external_interface: String,
+    pub connection_mark: u32,
+}
+
+impl TableSpec {
+    /// The default mark (design.md §3): bit 20, clear of the low bits other tools use.
+    pub const DEFAULT_CONNECTION_MARK: u32 = 0x0010_0000;
+
+    pub fn new(external_interface: &str) -> TableSpec {
+        TableSpec {
+            external_interface: external_interface.to_owned(),
+            connection_mark: Self::DEFAULT_CONNECTION_MARK,
+        }
+    }
+}
+
 /// A kernel backend. Implementations: `NftForwarder` (nftables over netlink, crate
 /// natpmp-pcp-nft), [`NullForwarder`](super::NullForwarder) (protocol-only mode,
 /// `backend = "none"`), [`FakeForwarder`](super::FakeForwarder) (tests).
 pub trait Forwarder {
-    /// Install our own table (naming `external_interface` in its rules), replacing any table of
-    /// ours left by an earlier run, so that no element the gateway does not track survives.
-    /// Never touches any other table.
-    fn prepare(&mut self, external_interface: &str) -> Result<(), KernelError>;
+    /// Install our own table (naming `table.external_interface` in its rules and setting
+    /// `table.connection_mark`), replacing any table of ours left by an earlier run, so that no
+    /// element the gateway does not track survives. Never touches any other table.
+    fn prepare(&mut self, table: &TableSpec) -> Result<(), KernelError>;
 
     /// Apply all `changes`, in order, as one atomic transaction: all or nothing. Conntrack is
     /// left alone: call [`Forwarder::clear_flows`] for the elements removed for good, once the
@@ -154,8 +175,8 @@ pub trait Forwarder {
 }
 
 impl<F: Forwarder + ?Sized> Forwarder for Box<F> {
-    fn prepare(&mut self, external_interface: &str) -> Result<(), KernelError> {
-        (**self).prepare(external_interface)
+    fn prepare(&mut self, table: &TableSpec) -> Result<(), KernelError> {
+        (**self).prepare(table)
     }
     fn apply(&mut self, changes: &[Change]) -> Result<(), ApplyError> {
         (**self).apply(changes)

@@ -12,6 +12,6 @@ pub use element::{removed_for_good, Change, Element, RemoteRange};
 pub use fake::FakeForwarder;
 pub use forwarder::{
     validate_interface, validate_lan_nets, ApplyError, ChangeRefused, Errno, Forwarder, Health,
-    KernelError,
+    KernelError, TableSpec,
 };
 pub use null::NullForwarder;

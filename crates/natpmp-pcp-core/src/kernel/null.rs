@@ -2,7 +2,7 @@
 
 use super::element::{Change, Element};
 use super::forwarder::{
-    validate_interface, validate_lan_nets, ApplyError, Forwarder, Health, KernelError,
+    validate_interface, validate_lan_nets, ApplyError, Forwarder, Health, KernelError, TableSpec,
 };
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -34,8 +34,8 @@ impl NullForwarder {
 }
 
 impl Forwarder for NullForwarder {
-    fn prepare(&mut self, external_interface: &str) -> Result<(), KernelError> {
-        validate_interface(external_interface)?;
+    fn prepare(&mut self, table: &TableSpec) -> Result<(), KernelError> {
+        validate_interface(&table.external_interface)?;
         self.elements.clear();
         self.hairpin = Default::default();
         Ok(())
@@ -99,7 +99,7 @@ mod tests {
             timeout: Duration::from_secs(secs),
         };
         let mut n = NullForwarder::new();
-        n.prepare("eth0").unwrap();
+        n.prepare(&TableSpec::new("eth0")).unwrap();
         n.apply(&[Change::Remove(e)]).unwrap();
         n.apply(&[add(10)]).unwrap();
         n.apply(&[Change::Remove(e), add(20)]).unwrap();

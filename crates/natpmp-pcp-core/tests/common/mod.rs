@@ -1024,3 +1024,353 @@ impl Default for Gw {
 pub fn ip6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
+
+// ---------------------------------------------------------------------------------------------
+// PCP conformance helpers (the `pcp_*.rs` suites): every result code, replies built by hand
+// from RFC 6887 §7.2, §8.2, §11.1, §12.1, a snapshot of all state, IPv6 clients.
+
+pub const PCP_NOT_AUTHORIZED: u8 = 2;
+pub const PCP_MALFORMED_REQUEST: u8 = 3;
+pub const PCP_UNSUPP_OPCODE: u8 = 4;
+pub const PCP_UNSUPP_OPTION: u8 = 5;
+pub const PCP_MALFORMED_OPTION: u8 = 6;
+pub const PCP_NETWORK_FAILURE: u8 = 7;
+pub const PCP_NO_RESOURCES: u8 = 8;
+pub const PCP_UNSUPP_PROTOCOL: u8 = 9;
+pub const PCP_USER_EX_QUOTA: u8 = 10;
+pub const PCP_CANNOT_PROVIDE_EXTERNAL: u8 = 11;
+pub const PCP_ADDRESS_MISMATCH: u8 = 12;
+pub const PCP_EXCESSIVE_REMOTE_PEERS: u8 = 13;
+/// The recommended short error lifetime (RFC 6887 §7.4: 30 s).
+pub const PCP_SHORT_ERROR_LIFETIME: u32 = 30;
+
+/// PCP opcodes (RFC 6887 §19.2).
+pub const PCP_ANNOUNCE: u8 = 0;
+pub const PCP_MAP: u8 = 1;
+pub const PCP_PEER: u8 = 2;
+
+/// IANA protocol numbers as the PCP protocol field carries them.
+pub const IP_TCP: u8 = 6;
+pub const IP_UDP: u8 = 17;
+
+/// PCP option codes (RFC 6887 §13, RFC 7220).
+pub const OPT_THIRD_PARTY: u8 = 1;
+pub const OPT_PREFER_FAILURE: u8 = 2;
+pub const OPT_FILTER: u8 = 3;
+pub const OPT_DESCRIPTION: u8 = 128;
+
+/// Two nonces, so ownership can be tested.
+pub const NONCE: [u8; 12] = [
+    0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xAB, 0xAC,
+];
+pub const NONCE2: [u8; 12] = [0x5B; 12];
+
+/// The all-zeros IPv4 address in its 128-bit form (`::ffff:0:0`), and the all-zeros IPv6 one.
+pub const ZERO4: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0, 0, 0];
+pub const ZERO6: [u8; 16] = [0; 16];
+
+/// The gateway's IPv6 address on the LAN, and IPv6 LAN clients (a ULA /64).
+pub const GW_LAN6: &str = "fd00:88::1";
+pub const A6: &str = "fd00:88::10";
+pub const B6: &str = "fd00:88::20";
+
+/// A PCP MAP request (60 bytes, no options) whose client field is `client` as given (so a
+/// test can put a wrong or IPv6 address there).
+pub fn pcp_map_request_field(
+    client: [u8; 16],
+    lifetime: u32,
+    nonce: [u8; 12],
+    protocol: u8,
+    iport: u16,
+    eport: u16,
+    suggested_addr: [u8; 16],
+) -> Vec<u8> {
+    let mut b = pcp_header(PCP_MAP, lifetime, client);
+    b.extend_from_slice(&nonce);
+    b.extend_from_slice(&[protocol, 0, 0, 0]);
+    b.extend_from_slice(&iport.to_be_bytes());
+    b.extend_from_slice(&eport.to_be_bytes());
+    b.extend_from_slice(&suggested_addr);
+    b
+}
+
+/// A PCP PEER request (80 bytes, no options) with every address field given as its 128 bits.
+#[allow(clippy::too_many_arguments)]
+pub fn pcp_peer_request_field(
+    client: [u8; 16],
+    lifetime: u32,
+    nonce: [u8; 12],
+    protocol: u8,
+    iport: u16,
+    eport: u16,
+    suggested_addr: [u8; 16],
+    remote_port: u16,
+    remote: [u8; 16],
+) -> Vec<u8> {
+    let mut b = pcp_map_request_field(
+        client,
+        lifetime,
+        nonce,
+        protocol,
+        iport,
+        eport,
+        suggested_addr,
+    );
+    b[1] = PCP_PEER;
+    b.extend_from_slice(&remote_port.to_be_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&remote);
+    b
+}
+
+/// A TCP MAP from `client` with nonce `NONCE`, no suggestion: the common case.
+pub fn tcp_map(client: Ipv4Addr, iport: u16, lifetime: u32) -> Vec<u8> {
+    pcp_map_request(client, lifetime, NONCE, IP_TCP, iport, 0, ZERO4)
+}
+
+/// DESCRIPTION (RFC 7220, code 128).
+pub fn pcp_description(text: &[u8]) -> Vec<u8> {
+    pcp_option(OPT_DESCRIPTION, text)
+}
+
+/// THIRD_PARTY (RFC 6887 §13.1, code 1): the internal address, 128 bits.
+pub fn pcp_third_party(addr: [u8; 16]) -> Vec<u8> {
+    pcp_option(OPT_THIRD_PARTY, &addr)
+}
+
+/// The 128-bit form of an IPv6 address.
+pub fn wire6(s: &str) -> [u8; 16] {
+    ip6(s).octets()
+}
+
+/// A PCP error response as RFC 6887 §8.2 builds it: the request copied (at most 1100 bytes,
+/// zero-padded to a multiple of 4 and to at least 24), then version 2, R | opcode, reserved 0,
+/// `result`, `lifetime`, `epoch`. Bytes 12–23 keep the copy of the client field's last 96 bits
+/// when the request was not understood (`understood = false`), and are zero otherwise (§7.2).
+pub fn pcp_error_reply(
+    request: &[u8],
+    result: u8,
+    lifetime: u32,
+    epoch: u32,
+    understood: bool,
+) -> Vec<u8> {
+    let copied = request.len().min(1100);
+    let len = copied.next_multiple_of(4).clamp(24, 1100);
+    let mut b = request[..copied].to_vec();
+    b.resize(len, 0);
+    b[0] = 2;
+    b[1] = 0x80 | (request.get(1).copied().unwrap_or(0) & 0x7F);
+    b[2] = 0;
+    b[3] = result;
+    b[4..8].copy_from_slice(&lifetime.to_be_bytes());
+    b[8..12].copy_from_slice(&epoch.to_be_bytes());
+    if understood {
+        b[12..24].fill(0);
+    }
+    b
+}
+
+/// A PCP success response to `request` (RFC 6887 §8.2, §11.1, §12.1): the 24-byte header
+/// (`02`, R | opcode, `00`, `00`, lifetime, epoch, 12 zero bytes), the request's opcode data
+/// (MAP 36 bytes, PEER 56, ANNOUNCE none) with its reserved bits sent as 0 and the assigned
+/// port and address in bytes 42–59, then `options` (the processed ones).
+pub fn pcp_success_reply(
+    request: &[u8],
+    lifetime: u32,
+    epoch: u32,
+    eport: u16,
+    eaddr: [u8; 16],
+    options: &[u8],
+) -> Vec<u8> {
+    let opcode = request[1] & 0x7F;
+    let data_end = match opcode {
+        PCP_MAP => 60,
+        PCP_PEER => 80,
+        _ => 24,
+    };
+    let mut b = vec![2u8, 0x80 | opcode, 0, PCP_SUCCESS];
+    b.extend_from_slice(&lifetime.to_be_bytes());
+    b.extend_from_slice(&epoch.to_be_bytes());
+    b.extend_from_slice(&[0; 12]);
+    b.extend_from_slice(&request[24..data_end]);
+    if data_end > 24 {
+        b[37..40].fill(0);
+        b[42..44].copy_from_slice(&eport.to_be_bytes());
+        b[44..60].copy_from_slice(&eaddr);
+    }
+    if opcode == PCP_PEER {
+        b[62..64].fill(0);
+    }
+    b.extend_from_slice(options);
+    b
+}
+
+/// The success response to a MAP or PEER delete (lifetime 0, RFC 6887 §15.1 with errata
+/// 3621): the suggested port and address copied into the assigned fields, no options.
+pub fn pcp_delete_reply(request: &[u8], epoch: u32) -> Vec<u8> {
+    let eport = u16::from_be_bytes([request[42], request[43]]);
+    let eaddr: [u8; 16] = request[44..60].try_into().unwrap();
+    pcp_success_reply(request, 0, epoch, eport, eaddr, &[])
+}
+
+pub fn pcp_result(reply: &[u8]) -> u8 {
+    reply[3]
+}
+
+pub fn pcp_lifetime(reply: &[u8]) -> u32 {
+    u32::from_be_bytes(reply[4..8].try_into().unwrap())
+}
+
+/// Bytes 42–43 of a MAP or PEER response: the assigned external port.
+pub fn pcp_eport(reply: &[u8]) -> u16 {
+    u16::from_be_bytes([reply[42], reply[43]])
+}
+
+/// A `FilteredInbound` element: remotes in `remote` reaching `client:iport` on `eport`.
+pub fn filtered(
+    op: u8,
+    eport: u16,
+    remote: natpmp_pcp_core::kernel::RemoteRange,
+    client: Ipv4Addr,
+    iport: u16,
+) -> Element {
+    Element::FilteredInbound {
+        protocol: proto(op),
+        external_port: eport,
+        remote,
+        internal: SocketAddrV4::new(client, iport),
+    }
+}
+
+/// Remote addresses `first..=last`, remote ports `first_port..=last_port`.
+pub fn remotes(
+    first: Ipv4Addr,
+    last: Ipv4Addr,
+    first_port: u16,
+    last_port: u16,
+) -> natpmp_pcp_core::kernel::RemoteRange {
+    natpmp_pcp_core::kernel::RemoteRange {
+        first_addr: first,
+        last_addr: last,
+        first_port,
+        last_port,
+    }
+}
+
+/// Everything a request could change, for "an error changes nothing": the table (every
+/// mapping with its owner and nonce, reply path, lifetime, expiry, filters, peers and
+/// description), the kernel's elements with their timeouts, and the epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    pub records: Vec<natpmp_pcp_core::engine::records::MappingRecord>,
+    pub kernel: Vec<(Element, Duration)>,
+    pub epoch: u32,
+}
+
+/// The interfaces of `interfaces(ext)`, with `GW_LAN6`/64 on the LAN interface too.
+pub fn interfaces_with_v6(ext: Option<Ipv4Addr>) -> Interfaces {
+    let mut m = interfaces(ext);
+    m.get_mut(LAN_IF)
+        .unwrap()
+        .addrs
+        .push(IfAddr::v6(ip6(GW_LAN6), 64));
+    m
+}
+
+impl Gw {
+    /// The whole state now (see [`State`]).
+    pub fn state(&self) -> State {
+        let mut kernel = self.kernel_elements();
+        kernel.sort();
+        State {
+            records: self.gateway.engine().records(self.now),
+            kernel,
+            epoch: self.epoch(),
+        }
+    }
+
+    /// Send `request` from `client`, require exactly `expected` back, and require that nothing
+    /// changed: no kernel transaction, the same table and kernel as before (RFC 6887 §8.2: an
+    /// error leaves no state behind).
+    #[track_caller]
+    pub fn assert_refused(&mut self, client: Ipv4Addr, request: &[u8], expected: &[u8]) {
+        let before = self.state();
+        let r = self.reply(client, request);
+        assert_bytes(&r, expected);
+        assert!(
+            self.changes.is_empty(),
+            "a refused request asked the kernel for {:?}",
+            self.changes
+        );
+        assert_eq!(self.state(), before, "a refused request changed the state");
+    }
+
+    /// Every element the last call added carries its mapping's expiry + 2 s as its kernel
+    /// timeout, and the kernel holds exactly the engine's projection.
+    #[track_caller]
+    pub fn assert_kernel_exact(&self) {
+        self.assert_kernel_matches_engine();
+        let projection = self.gateway.engine().projection();
+        for (element, timeout) in adds(&self.changes) {
+            let (_, expires) = projection
+                .iter()
+                .find(|(e, _)| *e == element)
+                .unwrap_or_else(|| panic!("{element} added but not projected"));
+            assert_eq!(
+                timeout,
+                expires.since(self.now) + GRACE,
+                "kernel timeout of {element}"
+            );
+        }
+    }
+
+    /// Send `request` from `client` and require a SUCCESS reply (byte 3 = 0, R set) after which
+    /// the kernel is exactly the engine's projection.
+    #[track_caller]
+    pub fn pcp_ok(&mut self, client: Ipv4Addr, request: &[u8]) -> Vec<u8> {
+        let r = self.reply(client, request);
+        assert!(r.len() >= 24, "short PCP reply {}", hex(&r));
+        assert_eq!(
+            (r[0], r[1], r[3]),
+            (2, 0x80 | request[1], PCP_SUCCESS),
+            "not a SUCCESS: {}",
+            hex(&r)
+        );
+        self.assert_kernel_exact();
+        r
+    }
+
+    /// The same from a given source address and port.
+    #[track_caller]
+    pub fn pcp_ok_from(&mut self, source: SocketAddr, request: &[u8]) -> Vec<u8> {
+        let r = self
+            .send_from(source, request)
+            .unwrap_or_else(|| panic!("no reply to {}", hex(request)));
+        assert_eq!(r[3], PCP_SUCCESS, "not a SUCCESS: {}", hex(&r));
+        self.assert_kernel_exact();
+        r
+    }
+
+    /// A gateway whose LAN interface has an IPv6 address as well (`GW_LAN6`/64).
+    pub fn with_ipv6() -> Gw {
+        let mut gw = Gw::new();
+        gw.set_interfaces(interfaces_with_v6(Some(EXT)));
+        gw
+    }
+
+    /// One datagram from the IPv6 LAN client `client` (port `port`) to `GW_LAN6:5351` on the
+    /// LAN interface; the reply, which must go back to the client from `GW_LAN6`.
+    #[track_caller]
+    pub fn send6(&mut self, client: &str, port: u16, request: &[u8]) -> Option<Vec<u8>> {
+        let source = SocketAddr::new(IpAddr::V6(ip6(client)), port);
+        let out = self.deliver(&[(source, IpAddr::V6(ip6(GW_LAN6)), LAN_INDEX, request)]);
+        assert!(out.len() <= 1, "more than one reply: {out:?}");
+        let o = out.into_iter().next()?;
+        assert_eq!(
+            (o.to, o.from, o.ifindex),
+            (source, IpAddr::V6(ip6(GW_LAN6)), LAN_INDEX),
+            "IPv6 reply sent the wrong way"
+        );
+        Some(o.payload)
+    }
+}

@@ -1,46 +1,45 @@
-//! The element dump: every element of one map, decoded back into [`Element`]s.
+//! The element dump: every element of one map or set, decoded back into [`Element`]s.
 //!
 //! The kernel answers `GETSETELEM` with `NEWSETELEM` messages in the shape we add elements
-//! (see `element.rs`), plus `NFTA_SET_ELEM_EXPIRATION`, the time left. Decoding is strict: an
-//! element is ours only if every field has the size, the padding and the values natpmpd
-//! writes. Anything else (a catch-all element, a protocol other than TCP and UDP, a box whose
-//! corners name two protocols or external ports) cannot be an `Element`, and removing an
-//! `Element` would never reach it, so it is returned as [`Unreadable`] for the caller to
-//! report, never dropped on the floor.
+//! (see `element.rs`), plus `NFTA_SET_ELEM_EXPIRATION`, the time left. Decoding is strict
+//! (`keys.rs`): an element is ours only if every field has the size, the padding and the
+//! values natpmpd writes. Anything else (a catch-all element, a protocol other than TCP and
+//! UDP, a box whose corners name two protocols, ports or hosts, a pinhole with data) cannot be
+//! an `Element`, and removing an `Element` would never reach it, so it is returned as
+//! [`Unreadable`] for the caller to report, never dropped on the floor.
 
-use super::{nft_type, Map, NFPROTO_IPV4, NFTA_DATA_VALUE, NFTA_LIST_ELEM, NFTA_SET_ELEM_DATA};
-use super::{NFTA_SET_ELEM_EXPIRATION, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY};
-use super::{NFTA_SET_ELEM_KEY_END, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET};
-use super::{NFTA_SET_ELEM_LIST_TABLE, NFT_MSG_GETSETELEM, TABLE};
+use super::{keys, nft_type, ElementSet, NFPROTO_INET, NFTA_DATA_VALUE, NFTA_LIST_ELEM};
+use super::{NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_EXPIRATION, NFTA_SET_ELEM_FLAGS};
+use super::{NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_KEY_END, NFTA_SET_ELEM_LIST_ELEMENTS};
+use super::{NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFT_MSG_GETSETELEM, TABLE};
 use crate::nl::{self, Attr, MsgBuilder, NFGENMSG_LEN, NLM_F_DUMP, NLM_F_REQUEST};
-use natpmp_pcp_core::kernel::{Element, RemoteRange};
-use natpmp_pcp_core::Protocol;
+use natpmp_pcp_core::kernel::Element;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-/// `GETSETELEM` with `NLM_F_DUMP`: every element of `map`.
-pub fn encode_dump(map: Map, seq: u32) -> Vec<u8> {
+/// `GETSETELEM` with `NLM_F_DUMP`: every element of `set`.
+pub fn encode_dump(set: ElementSet, seq: u32) -> Vec<u8> {
     let mut b = MsgBuilder::new();
     let m = b.begin(
         nft_type(NFT_MSG_GETSETELEM),
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        NFPROTO_IPV4,
+        NFPROTO_INET,
         0,
     );
     b.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-    b.attr_str(NFTA_SET_ELEM_LIST_SET, map.name());
+    b.attr_str(NFTA_SET_ELEM_LIST_SET, set.name());
     b.end(m);
     b.into_bytes()
 }
 
-/// One map element as the kernel reports it, fields still raw. Any of them may be missing.
+/// One element as the kernel reports it, fields still raw. Any of them may be missing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawElement<'a> {
     pub key: Option<&'a [u8]>,
-    /// The last key of an interval (`inbound_filtered` only).
+    /// The last key of an interval (`inbound_filtered` and `pinholes_filtered` only).
     pub key_end: Option<&'a [u8]>,
+    /// What a map element translates to (sets have none).
     pub data: Option<&'a [u8]>,
     /// `NFTA_SET_ELEM_FLAGS` (catch-all, interval end), 0 when absent.
     pub flags: u32,
@@ -78,10 +77,11 @@ pub fn parse_elements(payload: &[u8]) -> Vec<RawElement<'_>> {
     out
 }
 
-/// An element of one of our maps that is not one natpmpd writes, raw bytes kept for the log.
+/// An element of one of our maps or sets that is not one natpmpd writes, raw bytes kept for
+/// the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unreadable {
-    pub map: Map,
+    pub set: ElementSet,
     pub key: Option<Vec<u8>>,
     pub key_end: Option<Vec<u8>>,
     pub data: Option<Vec<u8>>,
@@ -99,12 +99,16 @@ impl fmt::Display for Unreadable {
                 }
             }
         }
-        write!(f, "map {}:", self.map.name())?;
+        let kind = if self.set.is_map() { "map" } else { "set" };
+        write!(f, "{kind} {}:", self.set.name())?;
         hex(f, "key", &self.key)?;
-        if self.key_end.is_some() || self.map == Map::InboundFiltered {
+        if self.key_end.is_some() || self.set.is_interval() {
             hex(f, "key_end", &self.key_end)?;
         }
-        hex(f, "data", &self.data)?;
+        // A set element has no data: say so only when it has some.
+        if self.data.is_some() || self.set.is_map() {
+            hex(f, "data", &self.data)?;
+        }
         if self.flags != 0 {
             write!(f, " flags {:#x}", self.flags)?;
         }
@@ -112,22 +116,18 @@ impl fmt::Display for Unreadable {
     }
 }
 
-/// Decode one element dumped from `map` into the element and its time left (zero for an
+/// Decode one element dumped from `set` into the element and its time left (zero for an
 /// element without a timeout, as a zero timeout in `Change::Add` asks for none).
-pub fn decode(map: Map, raw: &RawElement<'_>) -> Result<(Element, Duration), Unreadable> {
+pub fn decode(set: ElementSet, raw: &RawElement<'_>) -> Result<(Element, Duration), Unreadable> {
     let element = if raw.flags != 0 {
         None
     } else {
-        match map {
-            Map::Inbound => decode_inbound(raw),
-            Map::InboundFiltered => decode_filtered(raw),
-            Map::Outbound => decode_outbound(raw),
-        }
+        keys::decode(set, raw.key, raw.key_end, raw.data)
     };
     match element {
         Some(e) => Ok((e, Duration::from_millis(raw.expiration_ms.unwrap_or(0)))),
         None => Err(Unreadable {
-            map,
+            set,
             key: raw.key.map(<[u8]>::to_vec),
             key_end: raw.key_end.map(<[u8]>::to_vec),
             data: raw.data.map(<[u8]>::to_vec),
@@ -136,105 +136,24 @@ pub fn decode(map: Map, raw: &RawElement<'_>) -> Result<(Element, Duration), Unr
     }
 }
 
-/// A 4-byte register holding a protocol number.
-fn proto_field(b: &[u8]) -> Option<Protocol> {
-    match *b {
-        [n, 0, 0, 0] => Protocol::from_number(n),
-        _ => None,
-    }
-}
-
-/// A 4-byte register holding a port.
-fn port_field(b: &[u8]) -> Option<u16> {
-    match *b {
-        [hi, lo, 0, 0] => Some(u16::from_be_bytes([hi, lo])),
-        _ => None,
-    }
-}
-
-fn addr_field(b: &[u8]) -> Option<Ipv4Addr> {
-    let o: [u8; 4] = b.try_into().ok()?;
-    Some(Ipv4Addr::from(o))
-}
-
-/// `address . port`, the data of every map.
-fn endpoint(d: &[u8]) -> Option<SocketAddrV4> {
-    if d.len() != 8 {
-        return None;
-    }
-    Some(SocketAddrV4::new(
-        addr_field(&d[0..4])?,
-        port_field(&d[4..8])?,
-    ))
-}
-
-fn decode_inbound(raw: &RawElement<'_>) -> Option<Element> {
-    let k = raw.key.filter(|k| k.len() == 8)?;
-    if raw.key_end.is_some() {
-        return None;
-    }
-    Some(Element::Inbound {
-        protocol: proto_field(&k[0..4])?,
-        external_port: port_field(&k[4..8])?,
-        internal: endpoint(raw.data?)?,
-    })
-}
-
-fn decode_filtered(raw: &RawElement<'_>) -> Option<Element> {
-    let first = raw.key.filter(|k| k.len() == 16)?;
-    // The kernel stores a point without an end as itself (nft always sends the end).
-    let last = raw.key_end.unwrap_or(first);
-    if last.len() != 16 || first[0..8] != last[0..8] {
-        // A range of protocols or external ports is not one mapping's box.
-        return None;
-    }
-    let remote = RemoteRange {
-        first_addr: addr_field(&first[8..12])?,
-        last_addr: addr_field(&last[8..12])?,
-        first_port: port_field(&first[12..16])?,
-        last_port: port_field(&last[12..16])?,
-    };
-    if remote.first_addr > remote.last_addr || remote.first_port > remote.last_port {
-        return None;
-    }
-    Some(Element::FilteredInbound {
-        protocol: proto_field(&first[0..4])?,
-        external_port: port_field(&first[4..8])?,
-        remote,
-        internal: endpoint(raw.data?)?,
-    })
-}
-
-fn decode_outbound(raw: &RawElement<'_>) -> Option<Element> {
-    let k = raw.key.filter(|k| k.len() == 12)?;
-    if raw.key_end.is_some() {
-        return None;
-    }
-    Some(Element::Outbound {
-        internal: SocketAddrV4::new(addr_field(&k[0..4])?, port_field(&k[8..12])?),
-        protocol: proto_field(&k[4..8])?,
-        external: endpoint(raw.data?)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::element::{data, filtered_key, inbound_key, outbound_key};
+    use super::super::keys::tests::samples;
     use super::super::{NFTA_SET_ELEM_TIMEOUT, NFT_MSG_NEWSETELEM, NFT_SET_ELEM_INTERVAL_END};
     use super::*;
     use crate::nl::{messages, NLMSG_HDRLEN};
+    use natpmp_pcp_core::kernel::RemoteRange;
+    use natpmp_pcp_core::Protocol;
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     fn sa(a: [u8; 4], port: u16) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::from(a), port)
     }
 
+    /// One of each kind (`keys.rs`), and a few more IPv4 ones.
     fn elements() -> Vec<Element> {
-        vec![
-            Element::Inbound {
-                protocol: Protocol::Tcp,
-                external_port: 8080,
-                internal: sa([192, 168, 88, 2], 80),
-            },
+        let mut v = samples();
+        v.extend([
             Element::Inbound {
                 protocol: Protocol::Udp,
                 external_port: 5353,
@@ -251,54 +170,28 @@ mod tests {
                 },
                 internal: sa([192, 168, 88, 2], 81),
             },
-            Element::FilteredInbound {
-                protocol: Protocol::Udp,
-                external_port: 4000,
-                remote: RemoteRange::single(Ipv4Addr::new(198, 51, 100, 7), 4000),
-                internal: sa([192, 168, 88, 3], 4000),
-            },
-            Element::Outbound {
-                internal: sa([192, 168, 88, 2], 80),
-                protocol: Protocol::Tcp,
-                external: sa([203, 0, 113, 7], 8080),
-            },
-        ]
+        ]);
+        v
     }
 
     /// Build what a dump reply looks like: the kernel sends the element list back in the shape
     /// we add it, plus TIMEOUT and EXPIRATION (checked with `nft --debug=netlink list map`).
-    fn reply(map: Map, elements: &[(Element, u64)]) -> Vec<u8> {
+    fn reply(set: ElementSet, elements: &[(Element, u64)]) -> Vec<u8> {
         let mut b = MsgBuilder::new();
-        let m = b.begin(nft_type(NFT_MSG_NEWSETELEM), 2, 1, NFPROTO_IPV4, 0);
+        let m = b.begin(nft_type(NFT_MSG_NEWSETELEM), 2, 1, NFPROTO_INET, 0);
         b.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-        b.attr_str(NFTA_SET_ELEM_LIST_SET, map.name());
+        b.attr_str(NFTA_SET_ELEM_LIST_SET, set.name());
         let list = b.nest_begin(NFTA_SET_ELEM_LIST_ELEMENTS);
         for (e, left_ms) in elements {
             let n = b.nest_begin(NFTA_LIST_ELEM);
-            let (key, key_end): (Vec<u8>, Option<Vec<u8>>) = match *e {
-                Element::Inbound {
-                    protocol,
-                    external_port,
-                    ..
-                } => (inbound_key(protocol, external_port).to_vec(), None),
-                Element::FilteredInbound {
-                    protocol,
-                    external_port,
-                    remote: r,
-                    ..
-                } => (
-                    filtered_key(protocol, external_port, r.first_addr, r.first_port).to_vec(),
-                    Some(filtered_key(protocol, external_port, r.last_addr, r.last_port).to_vec()),
-                ),
-                Element::Outbound {
-                    internal, protocol, ..
-                } => (outbound_key(internal, protocol).to_vec(), None),
-            };
-            super::super::data_value(&mut b, NFTA_SET_ELEM_KEY, &key);
+            let (key, key_end) = keys::key(e);
+            super::super::data_value(&mut b, NFTA_SET_ELEM_KEY, key.as_slice());
             if let Some(end) = key_end {
-                super::super::data_value(&mut b, NFTA_SET_ELEM_KEY_END, &end);
+                super::super::data_value(&mut b, NFTA_SET_ELEM_KEY_END, end.as_slice());
             }
-            super::super::data_value(&mut b, NFTA_SET_ELEM_DATA, &data(e));
+            if let Some(d) = keys::data(e) {
+                super::super::data_value(&mut b, NFTA_SET_ELEM_DATA, &d);
+            }
             b.attr(NFTA_SET_ELEM_TIMEOUT, &60_000u64.to_be_bytes());
             b.attr(NFTA_SET_ELEM_EXPIRATION, &left_ms.to_be_bytes());
             b.nest_end(n);
@@ -310,12 +203,12 @@ mod tests {
 
     type Decoded = (Vec<(Element, Duration)>, Vec<Unreadable>);
 
-    fn decode_reply(map: Map, bytes: &[u8]) -> Decoded {
+    fn decode_reply(set: ElementSet, bytes: &[u8]) -> Decoded {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for msg in messages(bytes) {
             for raw in parse_elements(msg.payload) {
-                match decode(map, &raw) {
+                match decode(set, &raw) {
                     Ok(e) => ok.push(e),
                     Err(u) => bad.push(u),
                 }
@@ -327,9 +220,9 @@ mod tests {
     #[test]
     fn every_element_round_trips_through_its_map() {
         for (i, e) in elements().into_iter().enumerate() {
-            let map = Map::of(&e);
+            let set = ElementSet::of(&e);
             let left = 1234 + i as u64;
-            let (ok, bad) = decode_reply(map, &reply(map, &[(e, left), (e, 0)]));
+            let (ok, bad) = decode_reply(set, &reply(set, &[(e, left), (e, 0)]));
             assert!(bad.is_empty(), "{e}: {bad:?}");
             assert_eq!(
                 ok,
@@ -341,9 +234,12 @@ mod tests {
     #[test]
     fn an_element_in_the_wrong_map_does_not_decode() {
         for e in elements() {
-            for map in Map::ALL.into_iter().filter(|m| *m != Map::of(&e)) {
-                let (ok, bad) = decode_reply(map, &reply(Map::of(&e), &[(e, 1)]));
-                assert!(ok.is_empty(), "{e} decoded from {map:?}");
+            for set in ElementSet::ALL
+                .into_iter()
+                .filter(|s| *s != ElementSet::of(&e))
+            {
+                let (ok, bad) = decode_reply(set, &reply(ElementSet::of(&e), &[(e, 1)]));
+                assert!(ok.is_empty(), "{e} decoded from {set:?}");
                 assert_eq!(bad.len(), 1);
             }
         }
@@ -351,14 +247,15 @@ mod tests {
 
     #[test]
     fn a_point_without_key_end_is_itself() {
-        let key = filtered_key(Protocol::Udp, 4000, Ipv4Addr::new(198, 51, 100, 7), 4000);
-        let d = [192, 168, 88, 3, 0x0f, 0xa0, 0, 0];
+        let peer = elements()[1];
+        let key = keys::key(&peer).0;
+        let d = keys::data(&peer).unwrap();
         let raw = RawElement {
-            key: Some(&key),
+            key: Some(key.as_slice()),
             data: Some(&d),
             ..RawElement::default()
         };
-        assert_eq!(decode(Map::InboundFiltered, &raw).unwrap().0, elements()[3]);
+        assert_eq!(decode(ElementSet::InboundFiltered, &raw).unwrap().0, peer);
     }
 
     #[test]
@@ -370,7 +267,7 @@ mod tests {
             data: Some(&d),
             ..RawElement::default()
         };
-        assert!(decode(Map::Inbound, &base).is_ok());
+        assert!(decode(ElementSet::Inbound, &base).is_ok());
         let icmp = [1, 0, 0, 0, 0, 80, 0, 0];
         let short = [6, 0, 0, 0, 0, 80];
         let dirty = [6, 0, 0, 0, 0, 80, 0, 1]; // nonzero padding: a lookup never matches it
@@ -409,11 +306,11 @@ mod tests {
             },
         ];
         for raw in bad {
-            let u = decode(Map::Inbound, &raw).unwrap_err();
+            let u = decode(ElementSet::Inbound, &raw).unwrap_err();
             assert!(u.to_string().starts_with("map inbound:"), "{u}");
         }
         let u = decode(
-            Map::Inbound,
+            ElementSet::Inbound,
             &RawElement {
                 key: Some(&icmp),
                 ..base
@@ -436,7 +333,7 @@ mod tests {
             data: Some(&d),
             ..RawElement::default()
         };
-        assert!(decode(Map::InboundFiltered, &boxed).is_ok());
+        assert!(decode(ElementSet::InboundFiltered, &boxed).is_ok());
         for (first, last) in [
             (lo, k(17, 80, 9, 9)),
             (lo, k(6, 81, 9, 9)),
@@ -448,20 +345,51 @@ mod tests {
                 key_end: Some(&last),
                 ..boxed
             };
-            let u = decode(Map::InboundFiltered, &raw).unwrap_err();
+            let u = decode(ElementSet::InboundFiltered, &raw).unwrap_err();
             assert!(u.to_string().contains(" key_end "), "{u}");
         }
     }
 
     #[test]
+    fn unreadable_pinholes_are_named_as_set_elements() {
+        let k = [0u8; 24]; // protocol 0: neither TCP nor UDP
+        let raw = RawElement {
+            key: Some(&k),
+            ..RawElement::default()
+        };
+        let u = decode(ElementSet::Pinholes, &raw).unwrap_err();
+        assert_eq!(
+            u.to_string(),
+            format!("set pinholes: key {}", "00".repeat(24))
+        );
+        // A pinhole with data is nobody's either; the data is shown when there is some.
+        let good = keys::key(&samples()[3]).0;
+        let d = [1, 2, 3, 4];
+        let raw = RawElement {
+            key: Some(good.as_slice()),
+            data: Some(&d),
+            ..RawElement::default()
+        };
+        assert!(decode(ElementSet::Pinholes, &RawElement { data: None, ..raw }).is_ok());
+        let u = decode(ElementSet::PinholesFiltered, &raw).unwrap_err();
+        let text = u.to_string();
+        assert!(
+            text.starts_with("set pinholes_filtered: key 20010db8"),
+            "{text}"
+        );
+        assert!(text.ends_with(" no key_end data 01020304"), "{text}");
+    }
+
+    #[test]
     fn every_truncation_of_a_dump_parses_without_panic() {
         let all: Vec<(Element, u64)> = elements().into_iter().map(|e| (e, 7)).collect();
-        for map in Map::ALL {
-            let bytes = reply(map, &all);
+        // Every kind of element in every set: each set's reply holds all five layouts.
+        for set in ElementSet::ALL {
+            let bytes = reply(set, &all);
             for cut in 0..bytes.len() {
-                let _ = decode_reply(map, &bytes[..cut]);
+                let _ = decode_reply(set, &bytes[..cut]);
                 for raw in parse_elements(&bytes[NLMSG_HDRLEN.min(cut)..cut]) {
-                    let _ = decode(map, &raw).map_err(|u| u.to_string());
+                    let _ = decode(set, &raw).map_err(|u| u.to_string());
                 }
             }
         }
@@ -470,11 +398,11 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn dump_request_names_table_and_map() {
-        let bytes = encode_dump(Map::Inbound, 3);
+        let bytes = encode_dump(ElementSet::Inbound, 3);
         #[rustfmt::skip]
         let expected: Vec<u8> = vec![
             44, 0, 0, 0, 0x0d, 0x0a, 0x01, 0x03, 3, 0, 0, 0, 0, 0, 0, 0, // GETSETELEM, REQUEST|DUMP
-            2, 0, 0, 0,
+            1, 0, 0, 0,             // NFPROTO_INET
             12, 0, 1, 0, b'n', b'a', b't', b'p', b'm', b'p', b'd', 0,
             12, 0, 2, 0, b'i', b'n', b'b', b'o', b'u', b'n', b'd', 0,
         ];

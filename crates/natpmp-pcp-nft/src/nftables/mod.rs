@@ -1,15 +1,19 @@
 //! nf_tables messages for our table, encoded and decoded by hand:
 //!
-//! - [`element`]: the element transaction, adding and removing elements of our three maps;
+//! - [`keys`]: the byte layout of every element's key and data, both ways;
+//! - [`element`]: the element transaction, adding and removing elements of our three maps and
+//!   two pinhole sets;
 //! - [`dump`]: the element dump, and decoding what it returns back into `Element`s;
 //! - [`hairpin`]: the two hairpin sets, emptied and refilled in one batch.
 //!
 //! Shared here: message types and attribute numbers from `linux/netfilter/nf_tables.h`, batch
-//! framing, and [`Map`], which names the map each kind of element lives in.
+//! framing, and [`ElementSet`], which names the map or set each kind of element lives in.
+//! Every message names our table in family inet (see `template.rs`).
 
 pub mod dump;
 pub mod element;
 pub mod hairpin;
+pub mod keys;
 
 use crate::nl::{MsgBuilder, NLM_F_REQUEST};
 use natpmp_pcp_core::kernel::Element;
@@ -23,7 +27,8 @@ pub const NFNL_MSG_BATCH_END: u16 = 0x11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
-pub const NFPROTO_IPV4: u8 = 2;
+/// Our table's family: `table inet natpmpd` holds both IPv4 and IPv6.
+pub const NFPROTO_INET: u8 = 1;
 const AF_UNSPEC: u8 = 0;
 
 // enum nft_set_elem_list_attributes
@@ -50,32 +55,59 @@ pub const fn nft_type(msg: u16) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | msg
 }
 
-/// One of our three maps (see `template.rs`).
+/// One of the five maps and sets elements live in (see `template.rs`): three maps for IPv4
+/// NAT, two sets for IPv6 pinholes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Map {
+pub enum ElementSet {
     Inbound,
     InboundFiltered,
     Outbound,
+    Pinholes,
+    PinholesFiltered,
 }
 
-impl Map {
-    pub const ALL: [Map; 3] = [Map::Inbound, Map::InboundFiltered, Map::Outbound];
+impl ElementSet {
+    pub const ALL: [ElementSet; 5] = [
+        ElementSet::Inbound,
+        ElementSet::InboundFiltered,
+        ElementSet::Outbound,
+        ElementSet::Pinholes,
+        ElementSet::PinholesFiltered,
+    ];
 
-    /// The map `element` lives in.
-    pub fn of(element: &Element) -> Map {
+    /// Where `element` lives.
+    pub fn of(element: &Element) -> ElementSet {
         match element {
-            Element::Inbound { .. } => Map::Inbound,
-            Element::FilteredInbound { .. } => Map::InboundFiltered,
-            Element::Outbound { .. } => Map::Outbound,
+            Element::Inbound { .. } => ElementSet::Inbound,
+            Element::FilteredInbound { .. } => ElementSet::InboundFiltered,
+            Element::Outbound { .. } => ElementSet::Outbound,
+            Element::Pinhole { .. } => ElementSet::Pinholes,
+            Element::FilteredPinhole { .. } => ElementSet::PinholesFiltered,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Map::Inbound => "inbound",
-            Map::InboundFiltered => "inbound_filtered",
-            Map::Outbound => "outbound",
+            ElementSet::Inbound => "inbound",
+            ElementSet::InboundFiltered => "inbound_filtered",
+            ElementSet::Outbound => "outbound",
+            ElementSet::Pinholes => "pinholes",
+            ElementSet::PinholesFiltered => "pinholes_filtered",
         }
+    }
+
+    /// A set of concatenated intervals (the kernel's pipapo set): its elements are boxes,
+    /// each sent and dumped as a key and a key end.
+    pub fn is_interval(self) -> bool {
+        matches!(
+            self,
+            ElementSet::InboundFiltered | ElementSet::PinholesFiltered
+        )
+    }
+
+    /// A map (its elements carry data: where the kernel translates to) rather than a set.
+    pub fn is_map(self) -> bool {
+        !matches!(self, ElementSet::Pinholes | ElementSet::PinholesFiltered)
     }
 }
 
@@ -96,16 +128,28 @@ fn data_value(b: &mut MsgBuilder, ty: u16, value: &[u8]) {
 mod tests {
     use super::*;
     use crate::template;
+    use natpmp_pcp_core::kernel::RemoteRange;
+    use natpmp_pcp_core::Protocol;
+    use std::net::{Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
     #[test]
-    fn maps_are_the_templates_and_the_cores() {
-        let names: Vec<&str> = Map::ALL.iter().map(|m| m.name()).collect();
-        assert_eq!(names, template::MAPS);
-        // The core names the maps too (for logs); they must agree.
-        let sa: std::net::SocketAddrV4 = "192.168.88.2:80".parse().unwrap();
-        let protocol = natpmp_pcp_core::Protocol::Udp;
-        let remote = natpmp_pcp_core::kernel::RemoteRange::single(*sa.ip(), 80);
-        for e in [
+    fn element_sets_are_the_templates_and_the_cores() {
+        let maps: Vec<&str> = ElementSet::ALL
+            .iter()
+            .filter(|m| m.is_map())
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(maps, template::MAPS);
+        for set in ElementSet::ALL.iter().filter(|m| !m.is_map()) {
+            assert!(template::SETS.contains(&set.name()), "{set:?}");
+        }
+        // The core names them too (for logs); they must agree.
+        let sa: SocketAddrV4 = "192.168.88.2:80".parse().unwrap();
+        let sa6: SocketAddrV6 = "[2001:db8:1::10]:80".parse().unwrap();
+        let protocol = Protocol::Udp;
+        let remote = RemoteRange::single(*sa.ip(), 80);
+        let remote6 = RemoteRange::single(Ipv6Addr::LOCALHOST, 80);
+        let all = [
             Element::Inbound {
                 protocol,
                 external_port: 80,
@@ -122,8 +166,20 @@ mod tests {
                 protocol,
                 external: sa,
             },
-        ] {
-            assert_eq!(Map::of(&e).name(), e.map_name());
+            Element::Pinhole {
+                protocol,
+                internal: sa6,
+            },
+            Element::FilteredPinhole {
+                protocol,
+                internal: sa6,
+                remote: remote6,
+            },
+        ];
+        for (e, set) in all.iter().zip(ElementSet::ALL) {
+            assert_eq!(ElementSet::of(e), set);
+            assert_eq!(set.name(), e.map_name());
+            assert_eq!(set.is_map(), !e.is_ipv6());
         }
     }
 }

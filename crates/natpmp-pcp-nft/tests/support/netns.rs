@@ -95,9 +95,14 @@ impl Drop for Host {
     }
 }
 
-/// Make the calling thread's namespace a gateway with two hosts on veth pairs: a LAN host
-/// (192.168.88.2, default route via the gateway's `lan0` 192.168.88.1) and an internet host
-/// (203.0.113.9, on the gateway's `ext` 203.0.113.1), with forwarding on. Returns (lan, inet).
+/// Make the calling thread's namespace a gateway with two hosts on veth pairs, with forwarding
+/// on for both families. Returns (lan, inet).
+/// - IPv4: a LAN host 192.168.88.2 (default route via the gateway's `lan0` 192.168.88.1) and
+///   an internet host 203.0.113.9 on the gateway's `ext` 203.0.113.1 (no route to the LAN: it
+///   is behind the NAT).
+/// - IPv6: the LAN 2001:db8:1::/64 (gateway ::1, host ::10) and the WAN 2001:db8:ff::/64
+///   (gateway ::1, internet host ::2 and ::3, routing to the LAN via the gateway, from ::2 by
+///   default). Every address is added `nodad`, so it is usable at once.
 pub fn gateway_with_hosts(ext: &str) -> (Host, Host) {
     let lan = Host::new();
     let inet = Host::new();
@@ -119,8 +124,49 @@ pub fn gateway_with_hosts(ext: &str) -> (Host, Host) {
         run("ip", &["addr", "add", addr, "dev", link]);
         run("ip", &["link", "set", link, "up"]);
     }
+    for (link, addr) in [("lan0", "2001:db8:1::1/64"), (ext, "2001:db8:ff::1/64")] {
+        run("ip", &["-6", "addr", "add", addr, "dev", link, "nodad"]);
+    }
+    lan.run(|| {
+        run(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                "2001:db8:1::10/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+        run(
+            "ip",
+            &["-6", "route", "add", "default", "via", "2001:db8:1::1"],
+        );
+    });
+    inet.run(|| {
+        for addr in ["2001:db8:ff::2/64", "2001:db8:ff::3/64"] {
+            run("ip", &["-6", "addr", "add", addr, "dev", "eth0", "nodad"]);
+        }
+        // From ::2 unless a socket binds ::3: both match the destination equally well.
+        run(
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                "2001:db8:1::/64",
+                "via",
+                "2001:db8:ff::1",
+                "src",
+                "2001:db8:ff::2",
+            ],
+        );
+    });
     run("ip", &["link", "set", "lo", "up"]);
     run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+    run("sysctl", &["-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
     (lan, inet)
 }
 

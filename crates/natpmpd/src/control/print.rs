@@ -1,5 +1,7 @@
-//! `natpmpctl print`: the mappings in the shape of RouterOS's `/ip firewall nat print`, as text
-//! for people and as JSON for scripts and tests. Pure functions over a `Response`.
+//! `natpmpctl print`: the mappings in the shape of RouterOS's `/ip firewall nat print` (IPv4
+//! port forwards, dynamic dst-nat rules) and `/ipv6 firewall filter print` (IPv6 pinholes,
+//! dynamic forward accept rules), as text for people and as JSON for scripts and tests. Pure
+//! functions over a `Response`.
 
 use super::Response;
 use natpmp_pcp_core::view::{MappingKind, Via};
@@ -11,8 +13,9 @@ use std::net::IpAddr;
 /// The header RouterOS prints above every rule listing.
 pub const FLAGS_HEADER: &str = "Flags: X - disabled, I - invalid, D - dynamic";
 
-/// One mapping as a RouterOS dst-nat rule. Field order and names are the JSON output's keys,
-/// which other tools parse: change them only together with everything that reads them.
+/// One mapping as a RouterOS rule: a dst-nat rule for an IPv4 forward, a forward accept rule for
+/// an IPv6 pinhole. Field order and names are the JSON output's keys, which other tools parse:
+/// change them only together with everything that reads them.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub struct NatRule {
@@ -21,8 +24,11 @@ pub struct NatRule {
     pub comment: String,
     pub chain: &'static str,
     pub action: &'static str,
-    pub to_addresses: IpAddr,
-    pub to_ports: u16,
+    /// Where a forward translates to; absent for a pinhole (no translation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_addresses: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_ports: Option<u16>,
     pub protocol: Protocol,
     /// The remotes admitted: a PEER's one address, a FILTERed MAP's prefixes; absent when
     /// anyone may connect.
@@ -45,6 +51,8 @@ pub struct NatRule {
     /// The client's own DESCRIPTION (RFC 7220), if it sent one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `ipv4` (a port forward) or `ipv6` (a pinhole).
+    pub family: &'static str,
 }
 
 impl NatRule {
@@ -53,15 +61,16 @@ impl NatRule {
             Some(r) => (vec![r.ip().to_string()], Some(r.port())),
             None => (mapping.filters.clone(), None),
         };
+        let pinhole = mapping.client.is_ipv6();
         NatRule {
             number,
             // Every mapping is dynamic: made by the daemon, gone when it expires.
             flags: "D",
             comment: format!("nat-pmp {}: {}", mapping.client, mapping.comment_text()),
-            chain: "dstnat",
-            action: "dst-nat",
-            to_addresses: mapping.client,
-            to_ports: mapping.internal_port,
+            chain: if pinhole { "forward" } else { "dstnat" },
+            action: if pinhole { "accept" } else { "dst-nat" },
+            to_addresses: (!pinhole).then_some(mapping.client),
+            to_ports: (!pinhole).then_some(mapping.internal_port),
             protocol: mapping.protocol,
             src_address,
             src_port,
@@ -75,6 +84,7 @@ impl NatRule {
             kind: mapping.kind,
             nonce_owned: mapping.nonce_owned,
             description: mapping.description.clone(),
+            family: if pinhole { "ipv6" } else { "ipv4" },
         }
     }
 }
@@ -120,11 +130,11 @@ pub fn format_text(response: &Response) -> String {
             rule.flags,
             printable(&rule.comment)
         );
-        let _ = write!(
-            out,
-            "{indent}chain={} action={} to-addresses={} to-ports={} protocol={}",
-            rule.chain, rule.action, rule.to_addresses, rule.to_ports, rule.protocol
-        );
+        let _ = write!(out, "{indent}chain={} action={}", rule.chain, rule.action);
+        if let (Some(addr), Some(port)) = (rule.to_addresses, rule.to_ports) {
+            let _ = write!(out, " to-addresses={addr} to-ports={port}");
+        }
+        let _ = write!(out, " protocol={}", rule.protocol);
         if !rule.src_address.is_empty() {
             let _ = write!(out, " src-address={}", rule.src_address.join(","));
         }
@@ -251,6 +261,39 @@ mod tests {
     }
 
     #[test]
+    fn pinholes_print_as_routeros_ipv6_forward_accept_rules() {
+        let host: IpAddr = "2001:db8:1::10".parse().unwrap();
+        let mut m = mapping([0, 0, 0, 0], Protocol::Tcp, 8080, 8080);
+        m.client = host;
+        m.external_addr = Some(host);
+        m.via = Via::Pcp;
+        m.nonce_owned = true;
+        m.filters = vec!["2001:db8:ff::/64".into()];
+        let text = format_text(&response(vec![m]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], " 0  D ;;; nat-pmp 2001:db8:1::10: PCP tcp 8080");
+        assert_eq!(
+            lines[2],
+            "      chain=forward action=accept protocol=tcp src-address=2001:db8:ff::/64 \
+             dst-address=2001:db8:1::10 in-interface=ether1 dst-port=8080 lifetime=2h \
+             left=1h59m58s via=pcp nonce-owned=yes"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&format_json(&response(vec![MappingView {
+                client: host,
+                external_addr: Some(host),
+                ..mapping([0, 0, 0, 0], Protocol::Udp, 5000, 5000)
+            }])))
+            .unwrap();
+        let rule = &json["mappings"][0];
+        assert_eq!(rule["family"], "ipv6");
+        assert_eq!(rule["chain"], "forward");
+        assert_eq!(rule["action"], "accept");
+        assert_eq!(rule["dst-address"], "2001:db8:1::10");
+        assert!(rule.get("to-addresses").is_none() && rule.get("to-ports").is_none());
+    }
+
+    #[test]
     fn pcp_mappings_show_description_filters_peer_and_nonce() {
         let mut map = mapping([192, 168, 88, 10], Protocol::Tcp, 8080, 8080);
         map.via = Via::Pcp;
@@ -337,7 +380,7 @@ mod tests {
         )]);
         assert_eq!(
             format_json(&r),
-            r#"{"mappings":[{"number":0,"flags":"D","comment":"nat-pmp 192.168.88.10: NAT-PMP tcp 8080","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.10","to-ports":8080,"protocol":"tcp","dst-address":"203.0.113.1","in-interface":"ether1","dst-port":40000,"lifetime":7200,"lifetime-left":7198,"client":"192.168.88.10","via":"nat-pmp","kind":"map","nonce-owned":false}]}"#
+            r#"{"mappings":[{"number":0,"flags":"D","comment":"nat-pmp 192.168.88.10: NAT-PMP tcp 8080","chain":"dstnat","action":"dst-nat","to-addresses":"192.168.88.10","to-ports":8080,"protocol":"tcp","dst-address":"203.0.113.1","in-interface":"ether1","dst-port":40000,"lifetime":7200,"lifetime-left":7198,"client":"192.168.88.10","via":"nat-pmp","kind":"map","nonce-owned":false,"family":"ipv4"}]}"#
         );
     }
 

@@ -9,10 +9,17 @@
 //!   lan  192.168.88.10/24 + .11/24 ──eth0══ether2── gw ──ether1══eth0── inet 203.0.113.2/24 + .3
 //!                                     192.168.88.1/24 + .2/24   203.0.113.1/24  (no route back)
 //!   lan2 192.168.89.10/24 ──────────eth0══ether3── gw 192.168.89.1/24
+//!
+//!   IPv6 (no NAT; inet routes the LAN prefix through gw):
+//!   lan  2001:db8:1::10/64 + ::11 ── gw 2001:db8:1::1/64 ─ gw 2001:db8:ff::1/64 ── inet ::2 + ::3
+//!   lan2 2001:db8:2::10/64 ───────── gw 2001:db8:2::1/64
 //! ```
 //!
 //! The gateway runs the real `natpmpd` binary (`CARGO_BIN_EXE_natpmpd`) with real nftables;
-//! the operator's part (ip_forward and a masquerade rule in `table ip lab`) is set up here.
+//! the operator's part is set up here: forwarding on for both families, and `table inet lab`
+//! with a masquerade for IPv4 and a forward chain that drops by default and accepts only
+//! established flows, the LANs' own traffic to the internet, and natpmpd's connection mark:
+//! the firewall contract of the README, so every end-to-end test passes through it.
 //! Rust code runs inside a namespace through [`in_ns`]: a fresh thread `setns()`es into the
 //! namespace and runs the closure; sockets made there stay in that namespace, so they can be
 //! handed back and used from any thread.
@@ -22,7 +29,7 @@ pub mod pcp;
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -43,6 +50,17 @@ pub const LAN_HOST_SECOND: Ipv4Addr = Ipv4Addr::new(192, 168, 88, 11);
 pub const GW_LAN2: Ipv4Addr = Ipv4Addr::new(192, 168, 89, 1);
 pub const LAN2_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 89, 10);
 pub const NATPMP_PORT: u16 = 5351;
+
+pub const GW_LAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+pub const LAN_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+pub const LAN_HOST6_SECOND: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11);
+pub const GW_LAN2_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+pub const LAN2_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10);
+pub const GW_EXT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
+pub const INET_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2);
+pub const INET_HOST6_SECOND: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 3);
+/// natpmpd's default `connection-mark`: the lab's forward chain accepts what carries it.
+pub const CONNECTION_MARK: u32 = 0x0010_0000;
 
 /// Upper bound for any single helper command (`ip`, `nft`, `natpmpc`, `natpmpctl`).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -296,7 +314,8 @@ where
 // ---------------------------------------------------------------------------------------------
 
 /// A UDP socket bound in namespace `ns`, with [`REPLY_TIMEOUT`] as read timeout.
-pub fn udp_socket(ns: &str, bind: SocketAddrV4) -> UdpSocket {
+pub fn udp_socket(ns: &str, bind: impl Into<SocketAddr>) -> UdpSocket {
+    let bind = bind.into();
     in_ns(ns, move || {
         let s = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind udp {bind}: {e}"));
         s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
@@ -305,7 +324,8 @@ pub fn udp_socket(ns: &str, bind: SocketAddrV4) -> UdpSocket {
 }
 
 /// A TCP listener bound in namespace `ns`.
-pub fn tcp_listener(ns: &str, bind: SocketAddrV4) -> TcpListener {
+pub fn tcp_listener(ns: &str, bind: impl Into<SocketAddr>) -> TcpListener {
+    let bind = bind.into();
     in_ns(ns, move || {
         TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind tcp {bind}: {e}"))
     })
@@ -611,6 +631,26 @@ pub struct Lab {
     daemon: Option<Daemon>,
 }
 
+/// The operator's own table, as the README shows it: IPv4 masquerade for the LANs, and a
+/// forward chain that drops by default, accepts established flows and the LANs' own traffic
+/// out, and natpmpd's connection mark (one rule for both families).
+pub fn operator_ruleset() -> String {
+    format!(
+        "table inet lab {{\n\
+         \x20 chain post {{\n\
+         \x20   type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20   meta nfproto ipv4 oifname \"ether1\" masquerade\n\
+         \x20 }}\n\
+         \x20 chain forward {{\n\
+         \x20   type filter hook forward priority filter; policy drop;\n\
+         \x20   ct state established,related accept\n\
+         \x20   ct mark & {CONNECTION_MARK:#010x} == {CONNECTION_MARK:#010x} accept\n\
+         \x20   iifname {{ \"ether2\", \"ether3\" }} oifname \"ether1\" accept\n\
+         \x20 }}\n\
+         }}\n"
+    )
+}
+
 /// Removes namespaces left by earlier test processes that were killed before their `Drop`
 /// ran. Only names of the form `npd-<pid>-...` whose pid is no longer alive are touched.
 fn remove_stale_namespaces() {
@@ -664,6 +704,18 @@ impl Lab {
             run_timeout(cmd, CMD_TIMEOUT).ok();
             // Registered at once, so Drop removes it whatever fails later.
             self.namespaces.push(ns.clone());
+            // No duplicate address detection: IPv6 addresses, link-local ones included, are
+            // usable the moment a link is up, not a second or two later.
+            let cmd = ns_command(
+                ns,
+                "/bin/sh",
+                &[
+                    "-c",
+                    "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && \
+                     echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad",
+                ],
+            );
+            run_timeout(cmd, CMD_TIMEOUT).ok();
             ip_n(ns, &["link", "set", "lo", "up"]);
         }
         let (gw, lan, lan2, inet) = (&self.gw, &self.lan, &self.lan2, &self.inet);
@@ -694,18 +746,59 @@ impl Lab {
         ip_n(inet, &["addr", "add", "203.0.113.2/24", "dev", "eth0"]);
         ip_n(inet, &["addr", "add", "203.0.113.3/24", "dev", "eth0"]);
 
-        // The operator's part: forwarding and a masquerade rule in their own table.
+        // IPv6: no DAD (`nodad`), so the addresses are usable at once.
+        for (ns, addr, dev) in [
+            (gw, "2001:db8:1::1/64", "ether2"),
+            (gw, "2001:db8:2::1/64", "ether3"),
+            (gw, "2001:db8:ff::1/64", "ether1"),
+            (lan, "2001:db8:1::10/64", "eth0"),
+            (lan2, "2001:db8:2::10/64", "eth0"),
+            (inet, "2001:db8:ff::2/64", "eth0"),
+            (inet, "2001:db8:ff::3/64", "eth0"),
+        ] {
+            ip_n(ns, &["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+        }
+        ip_n(
+            lan,
+            &["-6", "route", "add", "default", "via", "2001:db8:1::1"],
+        );
+        ip_n(
+            lan2,
+            &["-6", "route", "add", "default", "via", "2001:db8:2::1"],
+        );
+        // There is no NAT on IPv6: the internet routes the LAN prefixes to the gateway.
+        ip_n(
+            inet,
+            &[
+                "-6",
+                "route",
+                "add",
+                "2001:db8::/32",
+                "via",
+                "2001:db8:ff::1",
+            ],
+        );
+
+        // The operator's part: forwarding for both families and their own table.
         // (/proc/sys/net follows the network namespace of the writing process.)
         let cmd = ns_command(
             gw,
             "/bin/sh",
-            &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+            &[
+                "-c",
+                "echo 1 > /proc/sys/net/ipv4/ip_forward && \
+                 echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
+            ],
         );
         run_timeout(cmd, CMD_TIMEOUT).ok();
         let rules = self.dir.join("lab.nft");
+        // Replacing any earlier version of the table, so a reload always leaves exactly this.
         fs::write(
             &rules,
-            "table ip lab {\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"ether1\" masquerade\n  }\n}\n",
+            format!(
+                "table inet lab {{}}\ndelete table inet lab\n{}",
+                operator_ruleset()
+            ),
         )
         .unwrap();
         nft_in(gw, &["-f", rules.to_str().unwrap()]).ok();
@@ -874,9 +967,9 @@ impl Lab {
             .clone()
     }
 
-    /// `nft list map ip natpmpd inbound` in gw (stdout; panics if the command fails).
+    /// `nft list map inet natpmpd inbound` in gw (stdout; panics if the command fails).
     pub fn inbound_map(&self) -> String {
-        nft_in(&self.gw, &["list", "map", "ip", "natpmpd", "inbound"])
+        nft_in(&self.gw, &["list", "map", "inet", "natpmpd", "inbound"])
             .ok()
             .stdout
     }
@@ -946,7 +1039,7 @@ impl Drop for Lab {
 // Durability helpers: restarts, signals, config rewrites, long-running echo servers
 // ---------------------------------------------------------------------------------------------
 
-/// Whether `nft list map ip natpmpd inbound` output holds `proto . ext : ip . port`.
+/// Whether `nft list map inet natpmpd inbound` output holds `proto . ext : ip . port`.
 pub fn inbound_map_has(map: &str, proto: &str, ext: u16, to: &str) -> bool {
     map.split([',', '{', '}', '\n'])
         .map(str::trim)
@@ -1045,7 +1138,7 @@ impl Lab {
         })
     }
 
-    /// Puts the operator's own `table ip lab` (masquerade) back, e.g. after `nft flush ruleset`.
+    /// Puts the operator's own `table inet lab` back, e.g. after `nft flush ruleset`.
     pub fn reload_lab_rules(&self) {
         let rules = self.dir.join("lab.nft");
         nft_in(&self.gw, &["-f", rules.to_str().unwrap()]).ok();
@@ -1107,7 +1200,7 @@ impl Drop for EchoServer {
 const ECHO_MAX: Duration = Duration::from_secs(180);
 
 /// Starts a TCP [`EchoServer`] on `bind` in `ns`.
-pub fn tcp_echo_server(ns: &str, bind: SocketAddrV4, tag: &'static str) -> EchoServer {
+pub fn tcp_echo_server(ns: &str, bind: impl Into<SocketAddr>, tag: &'static str) -> EchoServer {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
     let listener = tcp_listener(ns, bind);
@@ -1142,7 +1235,7 @@ pub fn tcp_echo_server(ns: &str, bind: SocketAddrV4, tag: &'static str) -> EchoS
 
 /// Starts a UDP [`EchoServer`] on `bind` in `ns`: every datagram is answered with
 /// `<tag>:<payload>` to its sender.
-pub fn udp_echo_server(ns: &str, bind: SocketAddrV4, tag: &'static str) -> EchoServer {
+pub fn udp_echo_server(ns: &str, bind: impl Into<SocketAddr>, tag: &'static str) -> EchoServer {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
     let sock = udp_socket(ns, bind);
@@ -1184,16 +1277,21 @@ pub fn udp_roundtrip(ns: &str, to: SocketAddrV4, msg: &str) -> Option<(String, S
 /// connect timeout of `connect_within`.
 pub fn tcp_roundtrip_from(
     ns: &str,
-    src: Ipv4Addr,
-    to: SocketAddrV4,
+    src: impl Into<std::net::IpAddr>,
+    to: impl Into<SocketAddr>,
     msg: &str,
     connect_within: Duration,
 ) -> io::Result<String> {
     let msg = msg.to_string();
+    let (src, to) = (src.into(), to.into());
     in_ns_async(ns, move || async move {
-        let sock = tokio::net::TcpSocket::new_v4()?;
-        sock.bind(SocketAddr::V4(SocketAddrV4::new(src, 0)))?;
-        let stream = tokio::time::timeout(connect_within, sock.connect(to.into()))
+        let sock = if src.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        sock.bind(SocketAddr::new(src, 0))?;
+        let stream = tokio::time::timeout(connect_within, sock.connect(to))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         let mut s = stream.into_std()?;
@@ -1206,10 +1304,11 @@ pub fn tcp_roundtrip_from(
 
 /// A quick TCP probe from `ns` to `to`: connect (within `within`), send, and expect
 /// `<tag>:<msg>` back.
-pub fn tcp_probe(ns: &str, to: SocketAddrV4, tag: &str, within: Duration) -> bool {
+pub fn tcp_probe(ns: &str, to: impl Into<SocketAddr>, tag: &str, within: Duration) -> bool {
     let msg = "probe";
+    let to = to.into();
     let r = in_ns(ns, move || -> io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&to.into(), within)?;
+        let mut s = TcpStream::connect_timeout(&to, within)?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.write_all(format!("{msg}\n").as_bytes())?;
         read_line(&mut s)

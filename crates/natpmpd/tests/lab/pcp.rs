@@ -2,8 +2,8 @@
 //! rather than with natpmpd's own encoder, so a wrong constant in the daemon cannot hide behind
 //! the same constant here.
 
-use super::{recv, udp_socket, NATPMP_PORT};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use super::{in_ns, recv, NATPMP_PORT, REPLY_TIMEOUT};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 pub const ANNOUNCE: u8 = 0;
 pub const MAP: u8 = 1;
@@ -16,9 +16,12 @@ pub const NOT_AUTHORIZED: u8 = 2;
 pub const MALFORMED_OPTION: u8 = 6;
 pub const CANNOT_PROVIDE_EXTERNAL: u8 = 11;
 
-/// `::ffff:a.b.c.d`
-pub fn mapped(a: Ipv4Addr) -> [u8; 16] {
-    a.to_ipv6_mapped().octets()
+/// The 128-bit wire form: IPv6 as is, IPv4 as `::ffff:a.b.c.d`.
+pub fn mapped(a: impl Into<IpAddr>) -> [u8; 16] {
+    match a.into() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
 }
 
 /// A request: header (version 2, opcode, lifetime, client address), then MAP or PEER data,
@@ -27,19 +30,26 @@ pub fn mapped(a: Ipv4Addr) -> [u8; 16] {
 pub struct Request {
     pub opcode: u8,
     pub lifetime: u32,
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     pub nonce: [u8; 12],
     pub protocol: u8,
     pub internal_port: u16,
     pub suggested_port: u16,
-    pub suggested_addr: Ipv4Addr,
+    pub suggested_addr: IpAddr,
     /// PEER only: the remote peer.
-    pub remote: Option<SocketAddrV4>,
+    pub remote: Option<SocketAddr>,
     pub options: Vec<u8>,
 }
 
 impl Request {
-    pub fn map(client: Ipv4Addr, nonce: u8, protocol: u8, internal: u16, lifetime: u32) -> Self {
+    pub fn map(
+        client: impl Into<IpAddr>,
+        nonce: u8,
+        protocol: u8,
+        internal: u16,
+        lifetime: u32,
+    ) -> Self {
+        let client = client.into();
         Request {
             opcode: MAP,
             lifetime,
@@ -48,23 +58,27 @@ impl Request {
             protocol,
             internal_port: internal,
             suggested_port: 0,
-            suggested_addr: Ipv4Addr::UNSPECIFIED,
+            // The all-zeros address of the client's family: no preference.
+            suggested_addr: match client {
+                IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            },
             remote: None,
             options: Vec::new(),
         }
     }
 
     pub fn peer(
-        client: Ipv4Addr,
+        client: impl Into<IpAddr>,
         nonce: u8,
         protocol: u8,
         internal: u16,
-        remote: SocketAddrV4,
+        remote: impl Into<SocketAddr>,
         lifetime: u32,
     ) -> Self {
         Request {
             opcode: PEER,
-            remote: Some(remote),
+            remote: Some(remote.into()),
             ..Request::map(client, nonce, protocol, internal, lifetime)
         }
     }
@@ -79,10 +93,12 @@ impl Request {
         self
     }
 
-    /// A FILTER for the IPv4 prefix `addr/len` (so prefix length 96 + len) and remote port
-    /// (0: any).
-    pub fn filter(mut self, addr: Ipv4Addr, len: u8, port: u16) -> Self {
-        self.options.extend_from_slice(&[3, 0, 0, 20, 0, 96 + len]);
+    /// A FILTER for the prefix `addr/len` (for IPv4 the wire prefix length is 96 + len) and
+    /// remote port (0: any).
+    pub fn filter(mut self, addr: impl Into<IpAddr>, len: u8, port: u16) -> Self {
+        let addr = addr.into();
+        let wire_len = if addr.is_ipv4() { 96 + len } else { len };
+        self.options.extend_from_slice(&[3, 0, 0, 20, 0, wire_len]);
         self.options.extend_from_slice(&port.to_be_bytes());
         self.options.extend_from_slice(&mapped(addr));
         self
@@ -113,7 +129,7 @@ impl Request {
         if let Some(r) = self.remote {
             b.extend_from_slice(&r.port().to_be_bytes());
             b.extend_from_slice(&[0, 0]);
-            b.extend_from_slice(&mapped(*r.ip()));
+            b.extend_from_slice(&mapped(r.ip()));
         }
         b.extend_from_slice(&self.options);
         b
@@ -205,36 +221,42 @@ pub fn parse(b: &[u8]) -> Response {
     r
 }
 
+/// A UDP socket in `ns` bound to `src` (any port), with the lab's reply timeout.
+pub fn socket(ns: &str, src: impl Into<IpAddr>) -> UdpSocket {
+    let bind = SocketAddr::new(src.into(), 0);
+    in_ns(ns, move || {
+        let s = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind udp {bind}: {e}"));
+        s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        s
+    })
+}
+
 /// Sends `request` from `src` (any port) in namespace `ns` to `gw`:5351 and waits for a
 /// reply; returns it with the socket, so the test can listen for more on the same port.
 pub fn exchange(
     ns: &str,
-    src: Ipv4Addr,
-    gw: Ipv4Addr,
+    src: impl Into<IpAddr>,
+    gw: impl Into<IpAddr>,
     request: &Request,
 ) -> (Option<Response>, UdpSocket) {
-    let sock = udp_socket(ns, SocketAddrV4::new(src, 0));
+    let sock = socket(ns, src);
     let reply = exchange_on(&sock, gw, request);
     (reply, sock)
 }
 
 /// [`exchange`] over a socket the test already holds.
-pub fn exchange_on(sock: &UdpSocket, gw: Ipv4Addr, request: &Request) -> Option<Response> {
-    sock.send_to(&request.bytes(), SocketAddrV4::new(gw, NATPMP_PORT))
-        .expect("send_to");
+pub fn exchange_on(sock: &UdpSocket, gw: impl Into<IpAddr>, request: &Request) -> Option<Response> {
+    let to = SocketAddr::new(gw.into(), NATPMP_PORT);
+    sock.send_to(&request.bytes(), to).expect("send_to");
     recv(sock).map(|(b, from)| {
-        assert_eq!(
-            from,
-            SocketAddr::V4(SocketAddrV4::new(gw, NATPMP_PORT)),
-            "reply from the wrong address"
-        );
+        assert_eq!(from, to, "reply from the wrong address");
         parse(&b)
     })
 }
 
 /// A request that must succeed; returns the response.
 #[track_caller]
-pub fn ok(ns: &str, src: Ipv4Addr, gw: Ipv4Addr, request: &Request) -> Response {
+pub fn ok(ns: &str, src: impl Into<IpAddr>, gw: impl Into<IpAddr>, request: &Request) -> Response {
     let (r, _) = exchange(ns, src, gw, request);
     let r = r.unwrap_or_else(|| panic!("no PCP reply to {request:?}"));
     assert_eq!(r.result, SUCCESS, "PCP request refused: {r:?}");
