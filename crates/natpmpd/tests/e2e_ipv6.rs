@@ -410,6 +410,55 @@ fn pinholes_print_as_ipv6_forward_rules_and_survive_restart_and_flush() {
 }
 
 #[test]
+fn kill_9_then_start_restores_a_filtered_pinhole_from_the_lease_file_alone() {
+    // A crash, then the table lost too (a firewall reload): the lease file alone brings the
+    // pinhole back with its FILTER and its nonce.
+    let mut lab = Lab::new();
+    lab.start_default();
+    let _srv = udp_echo_server(&lab.lan, sa6(LAN_HOST6, 9000), "lan6-udp");
+    let request = Request::map(LAN_HOST6, NONCE, pcp::UDP, 9000, 3600).filter(INET_HOST6, 128, 0);
+    map6(&lab, &request);
+    assert!(udp6_from(&lab, INET_HOST6, 9000, "lan6-udp"));
+    assert!(
+        Lab::eventually(Duration::from_secs(3), || std::fs::read_to_string(
+            lab.lease_path()
+        )
+        .is_ok_and(|t| t.contains("2001:db8:1::10"))),
+        "the lease file did not get the pinhole"
+    );
+    lab.kill_daemon_hard().expect("kill -9");
+    nft_in(&lab.gw, &["delete", "table", "inet", "natpmpd"]).ok();
+    assert!(
+        !udp6_from(&lab, INET_HOST6, 9000, "lan6-udp"),
+        "traffic passed with natpmpd's table gone"
+    );
+    lab.respawn_daemon();
+    lab.wait_ready();
+    assert!(
+        Lab::eventually(Duration::from_secs(3), || udp6_from(
+            &lab, INET_HOST6, 9000, "lan6-udp"
+        )),
+        "the pinhole did not come back from the lease file\n{}",
+        lab.daemon_log()
+    );
+    assert!(
+        !udp6_from(&lab, INET_HOST6_SECOND, 9000, "lan6-udp"),
+        "the restored pinhole lost its FILTER"
+    );
+    // The nonce still owns it: another nonce cannot delete it, the owner can.
+    let other = Request::map(LAN_HOST6, NONCE ^ 0xFF, pcp::UDP, 9000, 0);
+    let (r, _) = pcp::exchange(&lab.lan, LAN_HOST6, GW_LAN6, &other);
+    assert_eq!(r.expect("a reply").result, pcp::NOT_AUTHORIZED);
+    map6(&lab, &Request::map(LAN_HOST6, NONCE, pcp::UDP, 9000, 0));
+    assert!(
+        Lab::eventually(Duration::from_secs(2), || !udp6_from(
+            &lab, INET_HOST6, 9000, "lan6-udp"
+        )),
+        "traffic still passes after the owner's delete"
+    );
+}
+
+#[test]
 fn pinholes_of_a_prefix_that_goes_away_are_removed() {
     let mut lab = Lab::new();
     lab.start_default();
