@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit, engine, conformance and the end-to-end tests that start the
-# real natpmpd in network namespaces with real nftables and real NAT-PMP clients.
+# Runs the whole test suite in two steps: first everything that needs no root (unit, engine,
+# conformance, config; what a normal user's `cargo test` runs), then the root suites: the real
+# kernel over netlink, and the end-to-end tests that start the real natpmpd in network
+# namespaces with real nftables, real NAT-PMP and PCP clients and real traffic.
 #   sudo ./scripts/test.sh [extra cargo test arguments]
 # Needs root (namespaces, nftables); installs missing system packages via scripts/deps.sh.
 # The exit code is the test result.
@@ -30,13 +32,20 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-echo "test.sh: cargo test --workspace --locked $*"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
+# Step 1: everything that needs no root (what a normal user's `cargo test` runs).
+echo "test.sh: step 1 of 2, no root needed: cargo test --workspace --locked $*"
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+unprivileged=${PIPESTATUS[0]}
+# Step 2: the root suites, built only with their `root-tests` features: the real kernel
+# (natpmp-pcp-nft's `kernel` binary) and the namespace lab (natpmpd's `e2e` binary).
+root_suites=(-p natpmp-pcp-nft -p natpmpd --features natpmp-pcp-nft/root-tests,natpmpd/root-tests --test kernel --test e2e)
+echo "test.sh: step 2 of 2, as root: cargo test --locked ${root_suites[*]} $*"
+cargo test --locked "${root_suites[@]}" "$@" 2>&1 | tee -a "$log"
+root=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run (cargo's own last line is the doc-test binary's).
+# One closing line for the whole run (cargo's own last line is one binary's).
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
-exit "$status"
+[ "$unprivileged" -eq 0 ] && [ "$root" -eq 0 ]

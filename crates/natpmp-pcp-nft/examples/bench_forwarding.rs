@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[path = "../tests/support/netns.rs"]
+#[path = "../tests/kernel/support/netns.rs"]
 mod netns;
 use netns::{gateway_with_hosts, run, Host};
 
