@@ -7,6 +7,7 @@
 //! `FILE:LINE:COL: key.path: problem` message. Unknown keys are refused, like serde's
 //! `deny_unknown_fields`, so a typo never silently falls back to a default.
 
+use natpmp_pcp_core::engine::access::{AccessRules, PortRange};
 use natpmp_pcp_core::front::pcp::PcpPolicy;
 use natpmp_pcp_core::gateway::interfaces::ExternalInterface;
 use natpmp_pcp_core::kernel::TableSpec;
@@ -54,7 +55,18 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "pcp-min-lifetime",
     "pcp-max-filters",
     "connection-mark",
+    "reserved-ports",
     "interfaces",
+    "access",
+];
+
+pub(crate) const ACCESS_KEYS: &[&str] = &[
+    "action",
+    "clients",
+    "protocols",
+    "internal-ports",
+    "external-ports",
+    "comment",
 ];
 
 pub(crate) const INTERFACE_KEYS: &[&str] = &["interface", "type", "forced-ip", "disabled"];
@@ -87,6 +99,10 @@ pub struct Config {
     /// chain accepts `ct mark & MARK == MARK`.
     pub connection_mark: u32,
     pub interfaces: Vec<InterfaceConfig>,
+    /// External ports the router keeps for itself (both protocols): never handed out.
+    pub reserved_ports: Vec<PortRange>,
+    /// `[[access]]`: the first matching rule decides; with none, a mapping is allowed.
+    pub access: AccessRules,
 }
 
 /// Where mappings go in the kernel.
@@ -166,6 +182,8 @@ impl Default for Config {
             pcp_max_filters: DEFAULT_PCP_MAX_FILTERS,
             connection_mark: TableSpec::DEFAULT_CONNECTION_MARK,
             interfaces: Vec::new(),
+            reserved_ports: Vec::new(),
+            access: AccessRules::default(),
         }
     }
 }
@@ -218,6 +236,8 @@ impl Config {
                 max_mappings_per_client: self.max_mappings_per_client,
                 max_filters: self.pcp_max_filters,
                 seed,
+                access: self.access.clone(),
+                reserved_ports: self.reserved_ports.clone(),
             },
             pcp: self.pcp,
             pcp_policy: PcpPolicy {

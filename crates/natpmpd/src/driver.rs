@@ -10,6 +10,7 @@
 use crate::config::{Backend, Config};
 use crate::control::{self, Request, Response};
 use crate::leases;
+use crate::local_sockets;
 use crate::netif::{self, Monitor};
 use crate::udp::{Received, RequestSocket};
 use anyhow::Context;
@@ -65,6 +66,8 @@ struct Daemon {
     sockets: Option<Sockets>,
     origin: Instant,
     buffers: Vec<Vec<u8>>,
+    /// Whether reading the router's own sockets failed last time (logged once).
+    local_sockets_failing: bool,
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -101,8 +104,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         sockets: None,
         origin,
         buffers: vec![vec![0u8; RECV_BUFFER]; BATCH],
+        local_sockets_failing: false,
     };
     daemon.refresh_interfaces();
+    // Before serving, so restored mappings on the router's own ports are taken back at once.
+    daemon.refresh_local_sockets();
+    let mut socket_scan = tokio::time::interval(local_sockets::SCAN_INTERVAL);
     if daemon.config.enabled {
         daemon.start()?;
     } else {
@@ -132,6 +139,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                 }
             }
             _ = tokio::time::sleep_until(daemon.next_wakeup().into()) => {}
+            _ = socket_scan.tick() => daemon.refresh_local_sockets(),
             r = monitor.changed() => {
                 r.context("reading interface events")?;
                 daemon.refresh_interfaces();
@@ -267,6 +275,21 @@ impl Daemon {
             }
             Err(e) => error!("cannot read the interfaces: {e}"),
         }
+    }
+
+    /// Rescan the router's own sockets (see `local_sockets`).
+    fn refresh_local_sockets(&mut self) {
+        let (sockets, error) = local_sockets::scan();
+        match error {
+            Some(e) if !self.local_sockets_failing => {
+                warn!("{e}; the router's own ports there are not protected from mappings");
+                self.local_sockets_failing = true;
+            }
+            Some(_) => {}
+            None => self.local_sockets_failing = false,
+        }
+        let now = self.now();
+        self.gateway.set_local_sockets(now, sockets);
     }
 
     fn on_requests(&mut self, socket: &RequestSocket) {

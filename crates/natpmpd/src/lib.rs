@@ -10,10 +10,12 @@
 //! - `leases`: the lease file (mappings across restarts), written atomically.
 //! - `udp`: the port-5351 socket with IP_PKTINFO (arrival interface, reply source address).
 //! - `netif`: interface snapshots and the netlink route monitor.
+//! - `local_sockets`: the router's own listening and bound sockets (never handed out).
 
 pub mod config;
 pub mod control;
 pub mod driver;
 pub mod leases;
+pub mod local_sockets;
 pub mod netif;
 pub mod udp;

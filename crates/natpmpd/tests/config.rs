@@ -569,3 +569,134 @@ fn load_reads_a_file_and_names_it_in_errors() {
     assert!(std::error::Error::source(&e).is_some());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn access_rules_and_reserved_ports_parse_in_order() {
+    use natpmp_pcp_core::engine::access::{Action, PortRange};
+    use natpmp_pcp_core::Protocol;
+    let text = format!(
+        r#"reserved-ports = [1194, "51820", "8000-8100"]
+{MINIMAL}
+[[access]]
+action = "allow"
+clients = ["192.168.88.10", "2001:db8:1::/64"]
+external-ports = ["40000-40099"]
+comment = "the game console"
+
+[[access]]
+action = "deny"
+protocols = ["udp"]
+internal-ports = [53, "67-68"]
+"#
+    );
+    let c = parse(&text);
+    assert_eq!(
+        c.reserved_ports,
+        vec![
+            PortRange::single(1194),
+            PortRange::single(51820),
+            PortRange::new(8000, 8100)
+        ]
+    );
+    let rules = &c.access.0;
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].action, Action::Allow);
+    assert_eq!(
+        rules[0]
+            .clients
+            .iter()
+            .map(|p| format!("{}/{}", p.addr(), p.prefix_len()))
+            .collect::<Vec<_>>(),
+        vec!["192.168.88.10/32", "2001:db8:1::/64"]
+    );
+    assert_eq!(rules[0].external_ports, vec![PortRange::new(40000, 40099)]);
+    assert!(rules[0].protocols.is_empty() && rules[0].internal_ports.is_empty());
+    assert_eq!(rules[1].action, Action::Deny);
+    assert_eq!(rules[1].protocols, vec![Protocol::Udp]);
+    assert_eq!(
+        rules[1].internal_ports,
+        vec![PortRange::single(53), PortRange::new(67, 68)]
+    );
+    // They reach the engine as they are.
+    let g = c.gateway_config(0);
+    assert_eq!(g.engine.access, c.access);
+    assert_eq!(g.engine.reserved_ports, c.reserved_ports);
+}
+
+#[test]
+fn bad_access_rules_name_the_rule_the_key_and_the_line() {
+    let rule = |body: &str| format!("{MINIMAL}\n[[access]]\n{body}\n");
+    // MINIMAL is 9 lines; a blank line, then `[[access]]` on line 11 and the body from 12.
+    expect_error(
+        &rule("clients = [\"10.0.0.1\"]"),
+        11,
+        "access[0]",
+        "missing `action`",
+    );
+    expect_error(
+        &rule("action = \"drop\""),
+        12,
+        "access[0].action",
+        "\"allow\" or \"deny\"",
+    );
+    expect_error(
+        &rule("action = \"deny\"\nclients = [\"192.168.88.0/33\"]"),
+        13,
+        "access[0].clients[0]",
+        "prefix length",
+    );
+    expect_error(
+        &rule("action = \"deny\"\nclients = [\"192.168.88.1/24\"]"),
+        13,
+        "access[0].clients[0]",
+        "host bits set; the prefix is 192.168.88.0/24",
+    );
+    expect_error(
+        &rule("action = \"deny\"\nclients = [\"lan\"]"),
+        13,
+        "access[0].clients[0]",
+        "is not an address",
+    );
+    expect_error(
+        &rule("action = \"deny\"\nprotocols = [\"icmp\"]"),
+        13,
+        "access[0].protocols[0]",
+        "\"tcp\" or \"udp\"",
+    );
+    expect_error(
+        &rule("action = \"deny\"\nexternal-ports = [\"9-1\"]"),
+        13,
+        "access[0].external-ports[0]",
+        "above the high port",
+    );
+    expect_error(
+        &rule("action = \"deny\"\ninternal-ports = [70000]"),
+        13,
+        "access[0].internal-ports[0]",
+        "out of range",
+    );
+    expect_error(
+        &rule("action = \"deny\"\nclients = []"),
+        13,
+        "access[0].clients",
+        "leave the key out",
+    );
+    expect_error(
+        &rule("action = \"deny\"\nclient = [\"10.0.0.1\"]"),
+        13,
+        "access[0].client",
+        "unknown key",
+    );
+    expect_error(
+        &format!("reserved-ports = [\"x\"]\n{MINIMAL}"),
+        1,
+        "reserved-ports[0]",
+        "not a port",
+    );
+    expect_error(
+        &format!("access = 1\n{MINIMAL}"),
+        1,
+        "access",
+        "array of tables ([[access]])",
+    );
+}

@@ -9,22 +9,27 @@
 //!
 //! - `mapping`: endpoints, MAP and PEER mappings, owners and nonces, filters.
 //! - `table`: the mapping table and its indexes.
+//! - `access`: the access rules (`[[access]]`).
 //! - `ports`: the port allocator.
+//! - `router_ports`: the ports the router needs itself, never handed out.
 //! - `project`: the kernel projection of an endpoint, and the diff between two.
 //! - `ops`: map, peer, delete.
 //! - `records`: saving and restoring mappings (the lease file), and read-only views.
 
+pub mod access;
 pub mod mapping;
 pub mod ops;
 pub mod ports;
 pub mod project;
 pub mod records;
+pub mod router_ports;
 pub mod table;
 
 use crate::kernel::{Change, Element};
 use crate::time::Timestamp;
+use access::{AccessRules, PortRange};
 use mapping::{Endpoint, EndpointKey};
-use ports::PortAllocator;
+use ports::{PortAllocator, PortBits};
 use project::{project, stage_diff};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -52,6 +57,10 @@ pub struct EngineConfig {
     pub max_filters: usize,
     /// Where the port allocator starts searching, so external ports are not predictable.
     pub seed: u64,
+    /// Who may map what (`[[access]]`); empty: everyone everything.
+    pub access: AccessRules,
+    /// External ports the router keeps for itself (`reserved-ports`), both protocols.
+    pub reserved_ports: Vec<PortRange>,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +72,8 @@ impl Default for EngineConfig {
             max_mappings_per_client: 256,
             max_filters: 8,
             seed: 0,
+            access: AccessRules::default(),
+            reserved_ports: Vec::new(),
         }
     }
 }
@@ -101,12 +112,16 @@ pub struct Engine {
     ports: PortAllocator,
     external: Option<Ipv4Addr>,
     epoch: Epoch,
+    /// The router's own bound ports (TCP, UDP), as last reported (see `router_ports`).
+    router_sockets: [Vec<u16>; 2],
+    /// Per protocol (TCP, UDP): `reserved-ports` and the router's own sockets together.
+    unavailable: [PortBits; 2],
 }
 
 impl Engine {
     /// A fresh engine whose epoch starts at `now`, with no external address yet.
     pub fn new(config: EngineConfig, now: Timestamp) -> Engine {
-        Engine {
+        let mut engine = Engine {
             ports: PortAllocator::new(config.port_range.clone(), config.seed),
             config,
             table: MappingTable::default(),
@@ -115,7 +130,11 @@ impl Engine {
                 start: now,
                 carry: 0,
             },
-        }
+            router_sockets: [Vec::new(), Vec::new()],
+            unavailable: [PortBits::default(), PortBits::default()],
+        };
+        engine.rebuild_unavailable();
+        engine
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -123,12 +142,17 @@ impl Engine {
     }
 
     /// Change the policy (live reload). Existing mappings keep their ports and lifetimes until
-    /// they are renewed; new requests follow the new policy.
+    /// they are renewed; new requests and renewals follow the new policy. (Ports newly listed
+    /// in `reserved-ports` are taken back by [`Engine::take_back_router_ports`].)
     pub fn set_config(&mut self, config: EngineConfig) {
         if config.port_range != self.config.port_range {
             self.ports = PortAllocator::new(config.port_range.clone(), config.seed);
         }
+        let reserved_changed = config.reserved_ports != self.config.reserved_ports;
         self.config = config;
+        if reserved_changed {
+            self.rebuild_unavailable();
+        }
     }
 
     pub fn external_address(&self) -> Option<Ipv4Addr> {

@@ -13,8 +13,10 @@
 //!   refused (result 2). Otherwise NAT-PMP, which carries no nonce, would undo the nonce's
 //!   protection: anyone who can spoof the client's address could delete or shorten it.
 
+use super::access::PortRange;
 use super::mapping::{Endpoint, EndpointKey, Filter, MapMapping, Owner, PcpClient, PeerMapping};
-use super::ports::Unusable;
+use super::ports::{PortPolicy, Unusable};
+use super::router_ports;
 use super::{seconds_left, Engine, Undo};
 use crate::kernel::Change;
 use crate::time::Timestamp;
@@ -110,6 +112,10 @@ pub enum Refusal {
     CannotProvideExternal { retry_after: Option<u32> },
     /// More FILTERs than `pcp-max-filters`: PCP EXCESSIVE_REMOTE_PEERS.
     TooManyFilters,
+    /// The access rules allow this client no external port for this protocol and internal
+    /// port (or, for a renewal or a pinhole, not the one it has): NAT-PMP 2, PCP
+    /// NOT_AUTHORIZED.
+    AccessDenied,
     /// The kernel refused the changes and the engine reverted them: NAT-PMP 3, PCP
     /// NETWORK_FAILURE.
     KernelRefused,
@@ -166,11 +172,24 @@ impl Engine {
         }
     }
 
-    /// Why `port` cannot be given to a new mapping at `key`, as CANNOT_PROVIDE_EXTERNAL.
-    fn cannot_provide(&self, now: Timestamp, key: &EndpointKey, port: u16) -> Option<Refusal> {
+    /// Why `port` cannot be given to a new mapping at `key` (whose allowed ports are
+    /// `allowed`), as CANNOT_PROVIDE_EXTERNAL.
+    fn cannot_provide(
+        &self,
+        now: Timestamp,
+        key: &EndpointKey,
+        port: u16,
+        allowed: &[PortRange],
+    ) -> Option<Refusal> {
         let why = self
             .ports
-            .check(&self.table, key.client, key.protocol, port)
+            .check(
+                &self.table,
+                key.client,
+                key.protocol,
+                port,
+                self.policy(key, allowed),
+            )
             .err()?;
         let retry_after = match why {
             Unusable::Forbidden => None,
@@ -182,6 +201,37 @@ impl Engine {
                 .map(|t| seconds_left(now, t)),
         };
         Some(Refusal::CannotProvideExternal { retry_after })
+    }
+
+    /// The access rules' verdict on a request at `key` (rfc-checklist has no rule for this;
+    /// docs/protocol-choices.md "Access rules"). An endpoint that exists keeps its external
+    /// port, so that port must be allowed; an IPv6 pinhole's external port is its internal
+    /// one; a new IPv4 endpoint needs at least one allowed port, and gets the allowed ports
+    /// to choose from.
+    fn admit(
+        &self,
+        key: &EndpointKey,
+        existing_port: Option<u16>,
+    ) -> Result<Vec<PortRange>, Refusal> {
+        let rules = &self.config.access;
+        let port = match (existing_port, key.client.is_ipv6()) {
+            (Some(p), _) => Some(p),
+            (None, true) => Some(key.internal_port),
+            (None, false) => None,
+        };
+        match port {
+            Some(p) => rules
+                .allows(key.client, key.protocol, key.internal_port, p)
+                .then(Vec::new)
+                .ok_or(Refusal::AccessDenied),
+            None => {
+                let allowed = self.allowed_ports(key);
+                if allowed.is_empty() && !rules.is_empty() {
+                    return Err(Refusal::AccessDenied);
+                }
+                Ok(allowed)
+            }
+        }
     }
 
     /// Create, renew or take over the MAP mapping of `req.key`.
@@ -232,6 +282,7 @@ impl Engine {
         }
 
         let existing_port = old.as_ref().map(|e| e.external_port);
+        let allowed = self.admit(&key, existing_port)?;
         let wants_other_addr =
             !unspecified(req.suggested_addr) && req.suggested_addr != Some(external_addr);
         if req.prefer_failure {
@@ -255,7 +306,7 @@ impl Engine {
                     }
                 }
                 None => {
-                    if let Some(r) = self.cannot_provide(now, &key, req.suggested_port) {
+                    if let Some(r) = self.cannot_provide(now, &key, req.suggested_port, &allowed) {
                         return Err(r);
                     }
                 }
@@ -283,10 +334,22 @@ impl Engine {
         let external_port = match existing_port {
             Some(p) => p,
             None if key.client.is_ipv6() => key.internal_port,
-            None => self
-                .ports
-                .allocate(&self.table, key.client, key.protocol, req.suggested_port)
-                .ok_or(Refusal::NoPortAvailable)?,
+            None => {
+                // Field by field, so `ports` can be borrowed mutably beside it.
+                let policy = PortPolicy {
+                    allowed: &allowed,
+                    unavailable: &self.unavailable[router_ports::index(key.protocol)],
+                };
+                self.ports
+                    .allocate(
+                        &self.table,
+                        key.client,
+                        key.protocol,
+                        req.suggested_port,
+                        policy,
+                    )
+                    .ok_or(Refusal::NoPortAvailable)?
+            }
         };
         let owner = match req.claim {
             Claim::Pcp(c) => Owner::Pcp(c),
@@ -350,6 +413,7 @@ impl Engine {
                 });
             }
         }
+        let allowed = self.admit(&key, old.as_ref().map(|e| e.external_port))?;
         let external_port = match &old {
             // The endpoint already leaves from its port (its implicit mapping exists, RFC 6887
             // §12.3): that is the port the peer sees, whatever was suggested.
@@ -372,12 +436,23 @@ impl Engine {
                     return Err(Refusal::CannotProvideExternal { retry_after: None });
                 }
                 if req.suggested_port != 0 {
-                    if let Some(r) = self.cannot_provide(now, &key, req.suggested_port) {
+                    if let Some(r) = self.cannot_provide(now, &key, req.suggested_port, &allowed) {
                         return Err(r);
                     }
                 }
+                // Field by field, so `ports` can be borrowed mutably beside it.
+                let policy = PortPolicy {
+                    allowed: &allowed,
+                    unavailable: &self.unavailable[router_ports::index(key.protocol)],
+                };
                 self.ports
-                    .allocate(&self.table, key.client, key.protocol, req.suggested_port)
+                    .allocate(
+                        &self.table,
+                        key.client,
+                        key.protocol,
+                        req.suggested_port,
+                        policy,
+                    )
                     .ok_or(Refusal::NoPortAvailable)?
             }
         };

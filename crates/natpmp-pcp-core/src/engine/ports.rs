@@ -1,8 +1,14 @@
 //! External port allocation (IPv4): the suggested port when policy and the table allow it;
-//! otherwise a wholly free port from the configured range, searched from a pseudo-random start
-//! so ports are not predictable from outside (a bitset scan: at most 1024 word reads, even
-//! when full); and when none is wholly free, a companion port the client itself holds.
+//! otherwise a wholly free port from the ports the policy allows, searched from a
+//! pseudo-random start so ports are not predictable from outside (a bitset scan: at most 1024
+//! word reads, even when full); and when none is wholly free, a companion port the client
+//! itself holds.
+//!
+//! The policy of one request ([`PortPolicy`]): the external ports the access rules allow it,
+//! inside `port-range`, minus the ports the router needs (`reserved-ports` and its own bound
+//! sockets), which are never handed out.
 
+use super::access::PortRange;
 use super::table::MappingTable;
 use crate::addr::Protocol;
 use std::net::IpAddr;
@@ -63,10 +69,29 @@ pub fn reserved(port: u16) -> bool {
     matches!(port, 0 | 5350 | 5351)
 }
 
+/// What one request's external port must satisfy besides being free.
+#[derive(Clone, Copy)]
+pub struct PortPolicy<'a> {
+    /// The ports the access rules allow this request, already inside `port-range`: sorted,
+    /// disjoint ranges.
+    pub allowed: &'a [PortRange],
+    /// The ports of this protocol the router needs.
+    pub unavailable: &'a PortBits,
+}
+
+impl PortPolicy<'_> {
+    fn permits(&self, port: u16) -> bool {
+        !reserved(port)
+            && !self.unavailable.get(port)
+            && self.allowed.iter().any(|r| r.contains(port))
+    }
+}
+
 /// Why a suggested port cannot be given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unusable {
-    /// Reserved, or outside `port-range`: it will never be given.
+    /// Reserved, needed by the router, outside `port-range` or denied by the access rules: it
+    /// will not be given (until the configuration or the router's own sockets change).
     Forbidden,
     /// Another mapping holds it (or its companion); the holder's key tells whose.
     Held,
@@ -89,8 +114,10 @@ impl PortAllocator {
         }
     }
 
-    fn in_range(&self, port: u16) -> bool {
-        self.range.is_some_and(|(lo, hi)| port >= lo && port <= hi)
+    /// The configured range, as the one range a request may use when there are no access
+    /// rules.
+    pub fn range(&self) -> Option<PortRange> {
+        self.range.map(|(lo, hi)| PortRange::new(lo, hi))
     }
 
     fn next_random(&mut self) -> u64 {
@@ -109,8 +136,9 @@ impl PortAllocator {
         client: IpAddr,
         protocol: Protocol,
         port: u16,
+        policy: PortPolicy<'_>,
     ) -> Result<(), Unusable> {
-        if reserved(port) || !self.in_range(port) {
+        if !policy.permits(port) {
             Err(Unusable::Forbidden)
         } else if !table.port_available(client, protocol, port) {
             Err(Unusable::Held)
@@ -126,19 +154,47 @@ impl PortAllocator {
         client: IpAddr,
         protocol: Protocol,
         suggested: u16,
+        policy: PortPolicy<'_>,
     ) -> Option<u16> {
-        if self.check(table, client, protocol, suggested).is_ok() {
+        if self
+            .check(table, client, protocol, suggested, policy)
+            .is_ok()
+        {
             return Some(suggested);
         }
-        let (lo, hi) = self.range?;
-        // First a port nobody holds in either protocol, from a random start, wrapping once.
-        let span = u32::from(hi - lo) + 1;
-        let start = lo + (self.next_random() % u64::from(span)) as u16;
-        let wholly_free = |p: u16| !reserved(p);
-        if let Some(p) = table
-            .held_ports
-            .first_clear(start, hi, wholly_free)
-            .or_else(|| table.held_ports.first_clear(lo, start, wholly_free))
+        // First a port nobody holds in either protocol, from a random start, wrapping once: the
+        // ranges from the start up, then those below it. The start is drawn among the allowed
+        // ports themselves (not the span around them), so every allowed port is as likely.
+        let total: u64 = policy
+            .allowed
+            .iter()
+            .map(|r| u64::from(r.last - r.first) + 1)
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut k = self.next_random() % total;
+        let mut start = 0;
+        for r in policy.allowed {
+            let len = u64::from(r.last - r.first) + 1;
+            if k < len {
+                start = r.first + k as u16;
+                break;
+            }
+            k -= len;
+        }
+        let wholly_free = |p: u16| !reserved(p) && !policy.unavailable.get(p);
+        let from_start = policy.allowed.iter().filter_map(|r| {
+            let first = r.first.max(start);
+            (first <= r.last).then_some((first, r.last))
+        });
+        let below_start = policy.allowed.iter().filter_map(|r| {
+            let last = r.last.min(start.saturating_sub(1));
+            (r.first < start).then_some((r.first, last))
+        });
+        if let Some(p) = from_start
+            .chain(below_start)
+            .find_map(|(from, to)| table.held_ports.first_clear(from, to, wholly_free))
         {
             return Some(p);
         }
@@ -148,7 +204,7 @@ impl PortAllocator {
             .keys_of(client, protocol.companion())
             .into_iter()
             .filter_map(|k| table.get(&k).map(|e| e.external_port))
-            .find(|&p| self.check(table, client, protocol, p).is_ok())
+            .find(|&p| self.check(table, client, protocol, p, policy).is_ok())
     }
 }
 
@@ -174,14 +230,72 @@ mod tests {
         assert_eq!(bits.first_clear(65535, 65535, |_| true), Some(65535));
     }
 
+    /// The policy of a request with no access rules and nothing the router needs.
+    fn open(alloc: &PortAllocator) -> (Vec<PortRange>, PortBits) {
+        (alloc.range().into_iter().collect(), PortBits::default())
+    }
+
+    fn policy<'a>(p: &'a (Vec<PortRange>, PortBits)) -> PortPolicy<'a> {
+        PortPolicy {
+            allowed: &p.0,
+            unavailable: &p.1,
+        }
+    }
+
+    #[test]
+    fn allocator_takes_only_allowed_ports_the_router_does_not_need() {
+        let table = MappingTable::default();
+        let mut alloc = PortAllocator::new(1024..=65535, 3);
+        let client = IpAddr::V4(Ipv4Addr::new(192, 168, 88, 10));
+        let mut unavailable = PortBits::default();
+        unavailable.set(2001, true);
+        let p = (
+            vec![PortRange::new(2000, 2002), PortRange::new(3000, 3000)],
+            unavailable,
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            seen.insert(
+                alloc
+                    .allocate(&table, client, Protocol::Udp, 0, policy(&p))
+                    .unwrap(),
+            );
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![2000, 2002, 3000]);
+        // A suggestion outside the allowed ports, or one the router needs, gets another port.
+        for suggested in [2001, 2500, 3001] {
+            assert_eq!(
+                alloc.check(&table, client, Protocol::Udp, suggested, policy(&p)),
+                Err(Unusable::Forbidden)
+            );
+            let got = alloc
+                .allocate(&table, client, Protocol::Udp, suggested, policy(&p))
+                .unwrap();
+            assert!([2000, 2002, 3000].contains(&got), "{got}");
+        }
+        assert_eq!(
+            alloc.allocate(&table, client, Protocol::Udp, 3000, policy(&p)),
+            Some(3000)
+        );
+        // Nothing allowed: nothing given.
+        let none = (Vec::new(), PortBits::default());
+        assert_eq!(
+            alloc.allocate(&table, client, Protocol::Udp, 0, policy(&none)),
+            None
+        );
+    }
+
     #[test]
     fn allocator_stays_inside_a_tiny_range_and_reports_exhaustion() {
         let table = MappingTable::default();
         let mut alloc = PortAllocator::new(5349..=5352, 7);
+        let p = open(&alloc);
         let client = IpAddr::V4(Ipv4Addr::new(192, 168, 88, 10));
         for _ in 0..50 {
-            let p = alloc.allocate(&table, client, Protocol::Tcp, 0).unwrap();
-            assert!(p == 5349 || p == 5352, "got {p}");
+            let port = alloc
+                .allocate(&table, client, Protocol::Tcp, 0, policy(&p))
+                .unwrap();
+            assert!(port == 5349 || port == 5352, "got {port}");
         }
         let mut table = MappingTable::default();
         for (i, port) in [5349u16, 5352].into_iter().enumerate() {
@@ -205,17 +319,22 @@ mod tests {
             );
         }
         let other = IpAddr::V4(Ipv4Addr::new(192, 168, 88, 11));
-        assert_eq!(alloc.allocate(&table, other, Protocol::Udp, 0), None);
         assert_eq!(
-            alloc.check(&table, other, Protocol::Udp, 5349),
+            alloc.allocate(&table, other, Protocol::Udp, 0, policy(&p)),
+            None
+        );
+        assert_eq!(
+            alloc.check(&table, other, Protocol::Udp, 5349, policy(&p)),
             Err(Unusable::Held)
         );
         assert_eq!(
-            alloc.check(&table, other, Protocol::Udp, 5351),
+            alloc.check(&table, other, Protocol::Udp, 5351, policy(&p)),
             Err(Unusable::Forbidden)
         );
         // The holder itself may still take its companion UDP ports.
-        let p = alloc.allocate(&table, client, Protocol::Udp, 0).unwrap();
-        assert!(p == 5349 || p == 5352);
+        let port = alloc
+            .allocate(&table, client, Protocol::Udp, 0, policy(&p))
+            .unwrap();
+        assert!(port == 5349 || port == 5352);
     }
 }

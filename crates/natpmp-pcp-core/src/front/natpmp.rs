@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 pub fn result_code(refusal: Refusal) -> ResultCode {
     match refusal {
         Refusal::NoExternalAddress | Refusal::KernelRefused => ResultCode::NetworkFailure,
-        Refusal::NotOwner { .. } => ResultCode::NotAuthorized,
+        Refusal::NotOwner { .. } | Refusal::AccessDenied => ResultCode::NotAuthorized,
         Refusal::QuotaExceeded
         | Refusal::NoPortAvailable
         | Refusal::CannotProvideExternal { .. }

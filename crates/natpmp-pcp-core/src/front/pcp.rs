@@ -65,6 +65,8 @@ pub fn refusal_code(refusal: Refusal) -> (ResultCode, u32) {
             retry_after.unwrap_or(LONG_ERROR_LIFETIME),
         ),
         Refusal::TooManyFilters => (ResultCode::ExcessiveRemotePeers, LONG_ERROR_LIFETIME),
+        // Asking again will not help until the operator changes the rules.
+        Refusal::AccessDenied => (ResultCode::NotAuthorized, LONG_ERROR_LIFETIME),
     }
 }
 

@@ -24,6 +24,8 @@ impl<F: Forwarder> Gateway<F> {
             .and_then(|e| e.address(&self.interfaces));
         if addr != self.engine.external_address() {
             self.external_address_changed(now, addr);
+            // Sockets bound to the new address are the router's now.
+            self.sync_router_ports(now);
         }
         self.forget_off_link_pinholes(now);
         if self.serving {

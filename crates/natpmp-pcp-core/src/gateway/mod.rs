@@ -23,6 +23,7 @@ mod drift;
 pub mod interfaces;
 mod leases;
 mod links;
+pub mod router_ports;
 mod unsolicited;
 
 use crate::addr::Prefix;
@@ -156,6 +157,8 @@ pub struct Gateway<F: Forwarder> {
     /// Configured interfaces already reported missing, so the log says it once.
     reported_missing: HashSet<String>,
     warned_private: Option<Ipv4Addr>,
+    /// The router's own bound sockets, as the daemon last reported them.
+    local_sockets: Vec<router_ports::LocalSocket>,
 }
 
 impl<F: Forwarder> Gateway<F> {
@@ -178,6 +181,7 @@ impl<F: Forwarder> Gateway<F> {
             v6_prefixes: Vec::new(),
             reported_missing: HashSet::new(),
             warned_private: None,
+            local_sockets: Vec::new(),
         }
     }
 
@@ -297,6 +301,7 @@ impl<F: Forwarder> Gateway<F> {
     ) -> Result<(), KernelError> {
         let old_external = self.config.external.as_ref().map(|e| e.name.clone());
         let old_mark = self.config.connection_mark;
+        let old_reserved = self.config.engine.reserved_ports.clone();
         self.engine.set_config(config.engine.clone());
         self.config = config;
         self.reported_missing.clear();
@@ -323,6 +328,9 @@ impl<F: Forwarder> Gateway<F> {
                 self.config.connection_mark
             );
             self.rebuild(now)?;
+        }
+        if self.config.engine.reserved_ports != old_reserved {
+            self.take_back_router_ports(now);
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 use natpmp_pcp_core::gateway::interfaces::{ExternalInterface, IfAddr, Interface, Interfaces};
+use natpmp_pcp_core::gateway::router_ports::LocalSocket;
 use natpmp_pcp_core::gateway::{LeaseSnapshot, RestoredLeases, Started};
 use natpmp_pcp_core::kernel::KernelError;
 use natpmp_pcp_core::{
@@ -679,6 +680,14 @@ impl Gw {
         self.out.clear();
         self.gateway.set_interfaces(self.now, interfaces.clone());
         self.interfaces = interfaces;
+        self.gateway.clear_flows();
+        self.collect_transactions();
+    }
+
+    /// Report the router's own bound sockets (the daemon rescans them every few seconds).
+    pub fn set_local_sockets(&mut self, sockets: Vec<LocalSocket>) {
+        self.out.clear();
+        self.gateway.set_local_sockets(self.now, sockets);
         self.gateway.clear_flows();
         self.collect_transactions();
     }

@@ -2,6 +2,8 @@
 //! that every error names the key path and points at the line (see the module docs of
 //! `config`).
 
+mod access;
+
 use super::*;
 use std::ops::Range;
 use toml::de::{DeTable, DeValue};
@@ -122,6 +124,8 @@ impl Parser<'_> {
                         self.positive(name, value, MAX_PCP_MAX_FILTERS)? as usize
                 }
                 "interfaces" => interfaces = self.interfaces(value)?,
+                "access" => config.access = AccessRules(self.access_rules(value)?),
+                "reserved-ports" => config.reserved_ports = self.port_list(name, value)?,
                 _ => return Err(self.unknown_key(key, "", TOP_LEVEL_KEYS)),
             }
         }

@@ -8,6 +8,7 @@
 mod lab;
 
 mod access;
+mod access_rules;
 mod address_change;
 mod announce;
 mod backend_none;
@@ -27,5 +28,6 @@ mod pcp;
 mod portmapper;
 mod reload;
 mod restart;
+mod router_ports;
 mod udp_expiry;
 mod versions;
