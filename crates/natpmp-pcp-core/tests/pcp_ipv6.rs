@@ -648,6 +648,7 @@ fn pinholes_restored_before_their_prefix_arrives_are_kept_until_it_vanishes() {
             external_addr: Some(EXT),
             epoch_seconds: snapshot.epoch_seconds,
             records: snapshot.records,
+            clean: true,
         }),
     );
     assert_eq!(gw.elements(), vec![pinhole(A6, Protocol::Tcp, 8443)]);

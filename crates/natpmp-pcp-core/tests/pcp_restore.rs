@@ -70,6 +70,7 @@ fn restarted(records: &[MappingRecord], epoch_seconds: u32) -> (Gw, Started) {
             external_addr: Some(EXT),
             epoch_seconds,
             records: records.to_vec(),
+            clean: true,
         }),
     )
 }

@@ -32,6 +32,7 @@ fn restarted_with(
             external_addr: saved_addr,
             epoch_seconds,
             records: records.to_vec(),
+            clean: true,
         }),
     )
 }

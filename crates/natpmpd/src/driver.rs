@@ -9,6 +9,7 @@
 
 use crate::config::{Backend, Config};
 use crate::control::{self, Request, Response};
+use crate::lease_writer::{self, LeaseWriter};
 use crate::leases;
 use crate::local_sockets;
 use crate::netif::{self, Monitor};
@@ -68,6 +69,7 @@ struct Daemon {
     buffers: Vec<Vec<u8>>,
     /// Whether reading the router's own sockets failed last time (logged once).
     local_sockets_failing: bool,
+    lease_writer: LeaseWriter,
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -97,6 +99,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         forwarder,
         Timestamp::ZERO,
     );
+    let lease_writer =
+        LeaseWriter::new(config.lease_file.clone()).context("starting the lease-writer thread")?;
     let mut daemon = Daemon {
         config_path,
         config,
@@ -105,6 +109,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         origin,
         buffers: vec![vec![0u8; RECV_BUFFER]; BATCH],
         local_sockets_failing: false,
+        lease_writer,
     };
     daemon.refresh_interfaces();
     // Before serving, so restored mappings on the router's own ports are taken back at once.
@@ -140,6 +145,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             }
             _ = tokio::time::sleep_until(daemon.next_wakeup().into()) => {}
             _ = socket_scan.tick() => daemon.refresh_local_sockets(),
+            result = daemon.lease_writer.written() => daemon.lease_written(result),
             r = monitor.changed() => {
                 r.context("reading interface events")?;
                 daemon.refresh_interfaces();
@@ -210,13 +216,22 @@ impl Daemon {
             .start(self.now(), leases)
             .context("installing the natpmpd nftables table")?;
         if had_leases {
+            let dropped = started.recovery.as_ref().map_or(0, |r| r.dropped);
             info!(
-                "restored {} mapping(s){}",
-                started.restored,
-                if started.epoch_continued {
-                    "; the epoch continues"
-                } else {
-                    "; external address changed, epoch reset"
+                "restored {} mapping(s){}{}",
+                started.restored - dropped,
+                match (started.epoch_continued, &started.recovery) {
+                    (true, _) => "; the epoch continues",
+                    (false, Some(r)) if r.lost.is_some() =>
+                        "; state was lost in a crash, epoch reset",
+                    (false, _) => "; external address changed, epoch reset",
+                },
+                match &started.recovery {
+                    Some(r) if r.dropped + r.adopted > 0 => format!(
+                        "; after an unclean stop, {} leased mapping(s) the kernel no longer held were dropped and {} the kernel held were taken over",
+                        r.dropped, r.adopted
+                    ),
+                    _ => String::new(),
                 }
             );
         }
@@ -333,13 +348,16 @@ impl Daemon {
         }
         self.gateway.clear_flows();
         if let Some(snapshot) = self.gateway.take_lease_snapshot(now) {
-            let result = leases::save(&self.config.lease_file, leases::now_unix_ms(), &snapshot)
-                .map_err(|e| format!("{}: {e}", self.config.lease_file.display()));
-            if result.is_ok() {
-                debug!("saved {} lease(s)", snapshot.records.len());
-            }
-            self.gateway.lease_saved(now, result);
+            self.lease_writer.submit(snapshot);
         }
+    }
+
+    /// The lease-writer thread finished a write.
+    fn lease_written(&mut self, result: lease_writer::WriteResult) {
+        if let Ok(n) = &result {
+            debug!("saved {n} lease(s)");
+        }
+        self.gateway.lease_saved(self.now(), result.map(|_| ()));
     }
 
     fn on_control(&mut self, request: Request) -> Response {
@@ -370,6 +388,8 @@ impl Daemon {
         // These are fixed for the life of the process; say so instead of half-applying them.
         for (what, changed) in [
             ("backend", new.backend != self.config.backend),
+            // The lease-writer thread was given its path at start.
+            ("lease-file", new.lease_file != self.config.lease_file),
             (
                 "control-socket",
                 new.control_socket != self.config.control_socket,
@@ -384,6 +404,7 @@ impl Daemon {
             }
         }
         new.backend = self.config.backend;
+        new.lease_file = self.config.lease_file.clone();
         new.control_socket = self.config.control_socket.clone();
         new.control_socket_group = self.config.control_socket_group.clone();
         let was_serving = self.gateway.serving();
@@ -410,6 +431,8 @@ impl Daemon {
         let serving = self.gateway.serving();
         let keep = self.config.keep_forwards_on_exit && self.config.backend == Backend::Nftables;
         let snapshot = self.gateway.shutdown(now, keep);
+        // The writes under way end first, so no older snapshot overwrites the clean one.
+        self.lease_writer.finish();
         if let Err(e) = leases::save(&self.config.lease_file, leases::now_unix_ms(), &snapshot) {
             error!(
                 "cannot write the lease file {}: {e}",

@@ -10,6 +10,11 @@
 //! back whole, the mapping state survived, so the epoch continues from the saved value plus the
 //! wall-clock time the daemon was down. When the file is missing or unreadable, state was lost
 //! and the epoch starts again from 0 (RFC 6886 §3.6). Announcements go out at every start.
+//!
+//! Only the file written at a clean shutdown says `"clean": true`. A file without it was
+//! written by a periodic save, so the run that wrote it crashed (or was killed) and mappings
+//! acknowledged after that save are missing; the gateway then asks the kernel's table what
+//! the file missed and restarts the epoch if anything was (core `gateway::recovery`).
 
 use natpmp_pcp_core::engine::mapping::Owner;
 use natpmp_pcp_core::engine::records::{MappingRecord, RecordKind};
@@ -22,9 +27,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const FORMAT: &str = "natpmpd-leases";
-/// Version 2 holds PCP mappings too (nonce, filters, PEER remotes, description); version 1
-/// files (NAT-PMP only) are still read.
-const VERSION: u32 = 2;
+/// Version 2 holds PCP mappings too (nonce, filters, PEER remotes, description); version 3
+/// adds `clean`. Versions 1 (NAT-PMP only) and 2 (read as not clean) are still read.
+const VERSION: u32 = 3;
 
 /// Just enough to tell which layout the rest of the file has.
 #[derive(Deserialize)]
@@ -41,6 +46,9 @@ struct LeaseFile<L> {
     saved_at_unix_ms: u64,
     external_addr: Option<Ipv4Addr>,
     epoch_seconds: u32,
+    /// Written at a clean shutdown: nothing was acknowledged after it.
+    #[serde(default)]
+    clean: bool,
     mappings: Vec<L>,
 }
 
@@ -145,13 +153,14 @@ pub fn load(path: &Path, now_unix_ms: u64) -> Result<Option<Loaded>, LeaseError>
                 saved_at_unix_ms: v1.saved_at_unix_ms,
                 external_addr: v1.external_addr,
                 epoch_seconds: v1.epoch_seconds,
+                clean: false,
                 mappings: v1.mappings.into_iter().map(Lease::from).collect(),
             }
         }
-        VERSION => serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?,
+        2 | VERSION => serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?,
         other => {
             return Err(corrupt(format!(
-                "version {other} is not supported (this natpmpd reads versions 1 and {VERSION})"
+                "version {other} is not supported (this natpmpd reads versions 1 to {VERSION})"
             )))
         }
     };
@@ -188,6 +197,7 @@ pub fn load(path: &Path, now_unix_ms: u64) -> Result<Option<Loaded>, LeaseError>
             external_addr: file.external_addr,
             epoch_seconds,
             records,
+            clean: file.clean,
         },
         expired,
     }))
@@ -201,6 +211,7 @@ pub fn save(path: &Path, now_unix_ms: u64, snapshot: &LeaseSnapshot) -> io::Resu
         saved_at_unix_ms: now_unix_ms,
         external_addr: snapshot.external_addr,
         epoch_seconds: snapshot.epoch_seconds,
+        clean: snapshot.clean,
         mappings: snapshot
             .records
             .iter()
@@ -289,6 +300,7 @@ mod tests {
             external_addr: addr,
             epoch_seconds: epoch,
             records,
+            clean: false,
         }
     }
 
@@ -349,6 +361,29 @@ mod tests {
     }
 
     #[test]
+    fn only_a_shutdown_snapshot_is_clean_and_version_2_files_are_not() {
+        let d = tmpdir("clean");
+        let path = d.join("leases.json");
+        let mut shut = snapshot(None, 0, vec![rec(80, 10_000)]);
+        shut.clean = true;
+        save(&path, 1000, &shut).unwrap();
+        assert!(load(&path, 1000).unwrap().unwrap().leases.clean);
+        save(&path, 1000, &snapshot(None, 0, vec![rec(80, 10_000)])).unwrap();
+        assert!(!load(&path, 1000).unwrap().unwrap().leases.clean);
+        // Version 2 had no flag: such a file may come from a crash.
+        std::fs::write(
+            &path,
+            r#"{"format":"natpmpd-leases","version":2,"saved_at_unix_ms":1000,
+                "external_addr":null,"epoch_seconds":5,"mappings":[]}"#,
+        )
+        .unwrap();
+        let r = load(&path, 1000).unwrap().unwrap();
+        assert!(!r.leases.clean);
+        assert_eq!(r.leases.epoch_seconds, 5);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn version_1_files_are_still_read() {
         let d = tmpdir("v1");
         let path = d.join("leases.json");
@@ -390,7 +425,7 @@ mod tests {
         assert!(matches!(load(&path, 0), Err(LeaseError::Corrupt { .. })));
         let other = String::from_utf8(whole.clone())
             .unwrap()
-            .replace("\"version\": 2", "\"version\": 9");
+            .replace("\"version\": 3", "\"version\": 9");
         std::fs::write(&path, other).unwrap();
         let e = load(&path, 0).unwrap_err().to_string();
         assert!(e.contains("version 9 is not supported"), "{e}");

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod control;
 pub mod driver;
+pub mod lease_writer;
 pub mod leases;
 pub mod local_sockets;
 pub mod netif;

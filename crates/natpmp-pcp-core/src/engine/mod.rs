@@ -173,6 +173,12 @@ impl Engine {
         self.epoch.seconds(now)
     }
 
+    /// Restart the epoch at 0 while keeping the mappings: state was lost that the table does
+    /// not show (after a crash, see `gateway::recovery`), so clients must re-create theirs.
+    pub fn restart_epoch(&mut self, now: Timestamp) {
+        self.reset_epoch(now);
+    }
+
     fn reset_epoch(&mut self, now: Timestamp) {
         self.epoch = Epoch {
             start: now,

@@ -196,6 +196,56 @@ impl Engine {
         restored
     }
 
+    /// Take over open MAPs that the kernel holds and no lease knew of (after a crash, see
+    /// `gateway::recovery`): a record for an endpoint not in the table is brought in as
+    /// `restore` would; for an endpoint whose open MAP is already here on the same external
+    /// port, a later expiry (a renewal the leases missed) is taken. The epoch is not touched.
+    /// Returns how many records were taken in or extended.
+    pub fn adopt(
+        &mut self,
+        now: Timestamp,
+        records: &[MappingRecord],
+        changes: &mut Vec<Change>,
+    ) -> usize {
+        let mut adopted = 0;
+        for r in records {
+            let key = EndpointKey {
+                client: r.client,
+                protocol: r.protocol,
+                internal_port: r.internal_port,
+            };
+            let expires = now + Duration::from_millis(r.expires_in_ms);
+            match self.table.get(&key) {
+                Some(e) if e.external_port == r.external_port => {
+                    let Some(map) = e.map.as_ref().filter(|m| m.filters.is_empty()) else {
+                        continue;
+                    };
+                    // The kernel's countdown and the lease file's expiry agree to within
+                    // milliseconds; only a real renewal moves it by a second or more.
+                    if map.expires + Duration::from_secs(1) >= expires {
+                        continue;
+                    }
+                    let mut endpoint = e.clone();
+                    if let Some(m) = endpoint.map.as_mut() {
+                        m.expires = expires;
+                        m.lifetime = m.lifetime.max(r.lifetime);
+                    }
+                    self.put(now, key, Some(endpoint), changes);
+                    adopted += 1;
+                }
+                Some(_) => {}
+                None => {
+                    // `restore` with the epoch as it stands leaves the epoch as it is.
+                    let epoch = self.epoch_seconds(now);
+                    let epoch_state = self.epoch;
+                    adopted += self.restore(now, epoch, std::slice::from_ref(r), changes);
+                    self.epoch = epoch_state;
+                }
+            }
+        }
+        adopted
+    }
+
     /// Every live mapping, ordered by client, protocol, internal port; each endpoint's MAP
     /// before its PEERs.
     pub fn mappings(&self, now: Timestamp) -> Vec<MappingView> {

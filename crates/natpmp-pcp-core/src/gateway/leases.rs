@@ -20,6 +20,7 @@ impl<F: Forwarder> Gateway<F> {
             external_addr: self.engine.external_address(),
             epoch_seconds: self.engine.epoch_seconds(now),
             records: self.engine.records(now),
+            clean: false,
         }
     }
 

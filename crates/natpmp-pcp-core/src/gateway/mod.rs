@@ -23,6 +23,7 @@ mod drift;
 pub mod interfaces;
 mod leases;
 mod links;
+pub mod recovery;
 pub mod router_ports;
 mod unsolicited;
 
@@ -107,6 +108,10 @@ pub struct RestoredLeases {
     /// The epoch as it stands now: the saved value plus the time since the save.
     pub epoch_seconds: u32,
     pub records: Vec<MappingRecord>,
+    /// Whether the run that wrote them stopped cleanly (the file was written at shutdown).
+    /// If not, mappings acknowledged after its last save may be missing, and the kernel is
+    /// asked (see `recovery`).
+    pub clean: bool,
 }
 
 /// What the lease file should hold now.
@@ -115,13 +120,15 @@ pub struct LeaseSnapshot {
     pub external_addr: Option<Ipv4Addr>,
     pub epoch_seconds: u32,
     pub records: Vec<MappingRecord>,
+    /// True only for the snapshot taken at shutdown: nothing can change after it.
+    pub clean: bool,
 }
 
 /// ff02::1, all nodes on the link: where PCP's IPv6 announcements go.
 pub const ALL_NODES_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
 /// What `Gateway::start` did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Started {
     /// Mappings brought back from the leases.
     pub restored: usize,
@@ -129,6 +136,8 @@ pub struct Started {
     pub epoch_continued: bool,
     /// Kernel elements installed.
     pub installed: usize,
+    /// After an unclean stop: what comparing the leases with the kernel found.
+    pub recovery: Option<recovery::Recovery>,
 }
 
 /// What the hairpin sets hold: the external address (none = hairpin off) and the LAN subnets.
@@ -222,8 +231,9 @@ impl<F: Forwarder> Gateway<F> {
 
     /// Start serving: bring back the leases of an earlier run, install our table with every
     /// mapping, and start the announcements (at every start: RFC 6886 §3.2.1, RFC 6887
-    /// §14.1.3). The epoch continues only when there were leases and the external address is
-    /// the one they knew (the lease rule in the daemon's `leases.rs`).
+    /// §14.1.3). The epoch continues only when there were leases, the external address is
+    /// the one they knew (the lease rule in the daemon's `leases.rs`), and, after an unclean
+    /// stop, the kernel's table agrees with them (`recovery`).
     pub fn start(
         &mut self,
         now: Timestamp,
@@ -240,6 +250,9 @@ impl<F: Forwarder> Gateway<F> {
             // The rebuild below installs everything, so the staged changes are not needed.
             let mut staged = Vec::new();
             started.restored = self.engine.restore(now, epoch, &r.records, &mut staged);
+            if !r.clean {
+                self.reconcile_after_crash(now, &mut started);
+            }
         }
         started.installed = self.rebuild(now)?;
         self.serving = true;
@@ -282,7 +295,10 @@ impl<F: Forwarder> Gateway<F> {
     /// element's own timeout still ends it on time, and the next start takes it over).
     /// Returns what the lease file should hold.
     pub fn shutdown(&mut self, now: Timestamp, keep_forwards: bool) -> LeaseSnapshot {
-        let snapshot = self.lease_snapshot(now);
+        let snapshot = LeaseSnapshot {
+            clean: true,
+            ..self.lease_snapshot(now)
+        };
         if self.serving && !keep_forwards {
             match self.forwarder.teardown() {
                 Ok(()) => info!("natpmpd table removed"),

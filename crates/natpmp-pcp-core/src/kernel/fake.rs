@@ -116,6 +116,20 @@ impl FakeForwarder {
         s.wiped = true;
     }
 
+    /// Let `d` pass in the kernel: every element's timeout counts down (one that reaches zero
+    /// is gone, as the kernel's own expiry would remove it).
+    pub fn age(&self, d: Duration) {
+        let mut s = self.state();
+        s.elements
+            .retain_mut(|(_, left)| match left.checked_sub(d) {
+                Some(l) if !l.is_zero() => {
+                    *left = l;
+                    true
+                }
+                _ => false,
+            });
+    }
+
     /// An element added behind natpmpd's back (`nft add element`); it may collide with ours.
     pub fn insert_by_hand(&self, element: Element, timeout: Duration) {
         self.state().elements.push((element, timeout));
@@ -186,7 +200,7 @@ impl Forwarder for FakeForwarder {
 
     fn list(&mut self) -> Result<Vec<(Element, Duration)>, KernelError> {
         let s = self.state();
-        if s.wiped {
+        if s.wiped || s.table.is_none() {
             return Err(table_gone("listing the maps"));
         }
         Ok(s.elements.clone())

@@ -15,6 +15,7 @@ mod backend_none;
 mod check_config;
 mod conflicts;
 mod crab_nat;
+mod crash_loop;
 mod drift;
 mod hairpin;
 mod ipv6;

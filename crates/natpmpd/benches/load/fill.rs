@@ -1,0 +1,132 @@
+//! Filling the gateway with 100 000 mappings (16 hosts, TCP and UDP): how long it takes, the
+//! daemon's memory per mapping, and what one more mapping costs at 1 000 against 100 000.
+
+use crate::lab::*;
+use crate::{lab_with_load_hosts, start};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+const TOTAL: usize = 100_000;
+const PROBE_AT: usize = 1_000;
+/// Requests a host has in flight at once.
+const WINDOW: usize = 32;
+
+/// Mapping `k` of host `h`: TCP and UDP alternate on internal ports from 1000, each asking
+/// for its own external port (both protocols of a pair the same one, the companion).
+fn request(h: usize, k: usize) -> [u8; 12] {
+    let proto = if k.is_multiple_of(2) { Proto::Tcp } else { Proto::Udp };
+    let pair = (k / 2) as u16;
+    let eport = 1100 + h as u16 * 3125 + pair;
+    map_request(proto, 1000 + pair, eport, 86400)
+}
+
+/// Sends every host's requests `from..to` (its own share), `WINDOW` at a time, resending what
+/// got no answer; returns the wall time.
+fn pipelined(lab: &Lab, hosts: &[Ipv4Addr], from: usize, to: usize) -> Duration {
+    let start = Instant::now();
+    let per_host = |range: (usize, usize), h: usize| -> Vec<[u8; 12]> {
+        (range.0..range.1).map(|k| request(h, k)).collect()
+    };
+    let n = hosts.len();
+    let tasks: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(h, &src)| {
+            let work = per_host((from / n, to / n), h);
+            spawn_in_ns(&lab.lan, move || {
+                let sock = UdpSocket::bind(SocketAddrV4::new(src, 0)).unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                let to = SocketAddrV4::new(GW_LAN, NATPMP_PORT);
+                let mut buf = [0u8; 64];
+                for chunk in work.chunks(WINDOW) {
+                    let mut waiting: HashSet<(u8, u16)> = chunk
+                        .iter()
+                        .map(|r| (r[1], u16::from_be_bytes([r[4], r[5]])))
+                        .collect();
+                    for _attempt in 0..20 {
+                        for r in chunk {
+                            if waiting.contains(&(r[1], u16::from_be_bytes([r[4], r[5]]))) {
+                                sock.send_to(r, to).unwrap();
+                            }
+                        }
+                        while !waiting.is_empty() {
+                            match sock.recv_from(&mut buf) {
+                                Ok((16, _)) => {
+                                    assert_eq!(buf[2..4], [0, 0], "a mapping was refused");
+                                    waiting.remove(&(
+                                        buf[1] & 0x7f,
+                                        u16::from_be_bytes([buf[8], buf[9]]),
+                                    ));
+                                }
+                                Ok(_) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        if waiting.is_empty() {
+                            break;
+                        }
+                    }
+                    assert!(
+                        waiting.is_empty(),
+                        "no answer to {} requests",
+                        waiting.len()
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.join(Duration::from_secs(300));
+    }
+    start.elapsed()
+}
+
+/// The daemon's resident memory, bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+pub fn run(extra: &str) {
+    let (mut lab, hosts) = lab_with_load_hosts();
+    start(&mut lab, extra);
+    let pid = lab.daemon_pid();
+    let before = rss(pid);
+    let first = pipelined(&lab, &hosts, 0, PROBE_AT * 2);
+    let middle = pipelined(&lab, &hosts, PROBE_AT * 2, TOTAL - PROBE_AT * 2);
+    let last = pipelined(&lab, &hosts, TOTAL - PROBE_AT * 2, TOTAL);
+    let total = first + middle + last;
+    // Let a lease save and the allocator's growth settle before reading memory.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss(pid);
+    let listed = lab.mappings().len();
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / (PROBE_AT * 2) as f64;
+    println!(
+        "fill: {listed} mappings from {} hosts in {:.2} s ({:.0}/s)",
+        hosts.len(),
+        total.as_secs_f64(),
+        listed as f64 / total.as_secs_f64()
+    );
+    println!(
+        "  daemon memory: {:.1} MiB before, {:.1} MiB after: {:.0} bytes per mapping",
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        (after.saturating_sub(before)) as f64 / listed.max(1) as f64
+    );
+    println!(
+        "  one more mapping: {:.1} µs at the first {}, {:.1} µs at the last {} (ratio {:.2})",
+        per(first),
+        PROBE_AT * 2,
+        per(last),
+        PROBE_AT * 2,
+        per(last) / per(first)
+    );
+}
