@@ -10,11 +10,15 @@
 //! - `server`: the daemon's side: one task per connection, requests handed to the loop.
 //! - `client`: the blocking client `natpmpctl` uses.
 //! - `print`: formatting `natpmpctl print`.
+//! - `status`: what `natpmpctl status` shows, gathered and formatted.
+//! - `remove`: `natpmpctl remove`: choosing the mappings, the daemon's side, the log line.
 
 pub mod client;
 pub mod print;
+pub mod remove;
 pub mod server;
 pub mod socket;
+pub mod status;
 
 pub use client::{call, call_with_timeout, ControlError};
 pub use server::serve;
@@ -37,6 +41,33 @@ pub enum Request {
     /// Re-read the configuration file (`natpmpctl reload`, like SIGHUP). An invalid file
     /// leaves the running configuration in place and comes back as the error.
     Reload,
+    /// The daemon's state in brief (`natpmpctl status`).
+    Status,
+    /// Remove mappings by hand (`natpmpctl remove`), conntrack entries included.
+    Remove {
+        removal: natpmp_pcp_core::gateway::Removal,
+        /// Who asked: filled in by the server from SO_PEERCRED, never taken from the
+        /// client's line (a client cannot set it).
+        #[serde(skip)]
+        by: Option<Peer>,
+    },
+}
+
+/// The process at the other end of a control connection, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "uid {}", self.uid)?;
+        match self.pid {
+            Some(pid) => write!(f, " pid {pid}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The daemon's answer. `ok = false` comes with an `error`.
@@ -50,6 +81,12 @@ pub struct Response {
     pub external_interface: Option<String>,
     #[serde(default)]
     pub mappings: Vec<MappingView>,
+    /// `status`'s answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<status::Status>,
+    /// `remove`'s answer: what was removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<MappingView>,
 }
 
 impl Response {

@@ -11,6 +11,7 @@ use crate::config::{Backend, Config};
 use crate::control::{self, Request, Response};
 use crate::leases;
 use crate::local_sockets;
+use crate::metrics::{self, Metrics};
 use crate::netif::{self, Monitor};
 use crate::udp::{Received, RequestSocket};
 use anyhow::Context;
@@ -68,6 +69,8 @@ struct Daemon {
     buffers: Vec<Vec<u8>>,
     /// Whether reading the router's own sockets failed last time (logged once).
     local_sockets_failing: bool,
+    /// `None` unless `metrics-listen` is set.
+    metrics: Option<Metrics>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -90,6 +93,16 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (control_tx, mut control_rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(16);
     tokio::spawn(control::serve(listener, control_tx));
     let monitor = Monitor::new().context("subscribing to interface events")?;
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let (metrics, registry) = Metrics::new();
+            let bound = metrics::start(addr, registry)
+                .with_context(|| format!("metrics-listen: cannot listen on {addr}"))?;
+            info!("metrics on http://{bound}/metrics");
+            Some(metrics)
+        }
+    };
 
     let origin = Instant::now();
     let gateway = Gateway::new(
@@ -105,6 +118,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         origin,
         buffers: vec![vec![0u8; RECV_BUFFER]; BATCH],
         local_sockets_failing: false,
+        metrics,
     };
     daemon.refresh_interfaces();
     // Before serving, so restored mappings on the router's own ports are taken back at once.
@@ -293,6 +307,7 @@ impl Daemon {
     }
 
     fn on_requests(&mut self, socket: &RequestSocket) {
+        let read_at = Instant::now();
         let mut received: Vec<Received> = Vec::with_capacity(BATCH);
         for buf in self.buffers.iter_mut() {
             match socket.try_recv(buf) {
@@ -319,6 +334,9 @@ impl Daemon {
         if let Some(sockets) = &self.sockets {
             send_all(sockets, &out);
         }
+        if let Some(m) = &mut self.metrics {
+            m.update(&self.gateway, now, Some((read_at, received.len())), false);
+        }
         // After the replies: a conntrack clearing walks the whole conntrack table.
         self.gateway.clear_flows();
     }
@@ -338,7 +356,13 @@ impl Daemon {
             if result.is_ok() {
                 debug!("saved {} lease(s)", snapshot.records.len());
             }
+            if let Some(m) = &self.metrics {
+                m.lease_saved(result.is_ok());
+            }
             self.gateway.lease_saved(now, result);
+        }
+        if let Some(m) = &mut self.metrics {
+            m.update(&self.gateway, now, None, false);
         }
     }
 
@@ -349,7 +373,28 @@ impl Daemon {
                 error: None,
                 external_interface: self.gateway.external_interface().map(str::to_owned),
                 mappings: self.gateway.mappings(self.now()),
+                ..Response::default()
             },
+            Request::Status => Response {
+                ok: true,
+                status: Some(control::status::gather(
+                    &self.gateway,
+                    self.now(),
+                    self.origin.elapsed(),
+                )),
+                ..Response::default()
+            },
+            Request::Remove { removal, by } => {
+                let now = self.now();
+                let response = control::remove::answer(&mut self.gateway, now, &removal, by);
+                // The answer is written after this returns; the clearing is quick next to a
+                // person typing, and ends the removed mappings' traffic at once.
+                self.gateway.clear_flows();
+                if let Some(m) = &mut self.metrics {
+                    m.update(&self.gateway, now, None, true);
+                }
+                response
+            }
             Request::Reload => match self.reload() {
                 Ok(()) => Response {
                     ok: true,
@@ -378,6 +423,10 @@ impl Daemon {
                 "control-socket-group",
                 new.control_socket_group != self.config.control_socket_group,
             ),
+            (
+                "metrics-listen",
+                new.metrics_listen != self.config.metrics_listen,
+            ),
         ] {
             if changed {
                 warn!("{what} changed: takes effect at the next restart");
@@ -386,6 +435,7 @@ impl Daemon {
         new.backend = self.config.backend;
         new.control_socket = self.config.control_socket.clone();
         new.control_socket_group = self.config.control_socket_group.clone();
+        new.metrics_listen = self.config.metrics_listen;
         let was_serving = self.gateway.serving();
         let gateway_config = new.gateway_config(random_seed());
         self.config = new;

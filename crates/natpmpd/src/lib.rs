@@ -17,5 +17,6 @@ pub mod control;
 pub mod driver;
 pub mod leases;
 pub mod local_sockets;
+pub mod metrics;
 pub mod netif;
 pub mod udp;

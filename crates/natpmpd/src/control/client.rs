@@ -29,6 +29,25 @@ pub enum ControlError {
     BadResponse { path: PathBuf, reason: String },
 }
 
+/// What to do about a failed connect, by its cause.
+fn connect_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::NotFound => {
+            "natpmpd is not running, or uses another socket: start it with \
+             `systemctl start natpmpd`, or name its socket with --socket PATH or --config FILE"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "run natpmpctl as root (sudo), or add yourself to the daemon's \
+             control-socket-group"
+        }
+        io::ErrorKind::ConnectionRefused => {
+            "natpmpd is not running: the socket is left over from a run that ended; \
+             starting natpmpd replaces it"
+        }
+        _ => "is natpmpd running?",
+    }
+}
+
 /// Send one request to the daemon at `path` and wait (at most a few seconds) for its answer.
 /// A response with `ok = false` is returned as `Ok`: it is the daemon's answer, not a failure
 /// to talk to it.
@@ -62,11 +81,7 @@ pub fn call_with_timeout(
         std::os::unix::net::UnixStream::connect(path).map_err(|e| ControlError::Connect {
             path: path.to_owned(),
             reason: describe_io(&e),
-            hint: if e.kind() == io::ErrorKind::PermissionDenied {
-                "run as root, or as a member of the daemon's control-socket-group"
-            } else {
-                "is natpmpd running?"
-            },
+            hint: connect_hint(&e),
         })?;
     stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_error)?;

@@ -1,7 +1,7 @@
 //! The daemon's side of the control socket: one task per connection, each request handed to
 //! the event loop with a reply channel.
 
-use super::{Request, Response, IO_TIMEOUT};
+use super::{Peer, Request, Response, IO_TIMEOUT};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,9 +68,16 @@ async fn handle_connection(
             return;
         }
     };
+    let peer = stream.peer_cred().ok().map(|c| Peer {
+        uid: c.uid(),
+        pid: c.pid(),
+    });
     let reply = match serde_json::from_str::<Request>(&line) {
         Err(err) => Response::error(format!("malformed request: {err}")),
-        Ok(request) => {
+        Ok(mut request) => {
+            if let Request::Remove { by, .. } = &mut request {
+                *by = peer;
+            }
             let (tx, rx) = oneshot::channel();
             if requests.send((request, tx)).await.is_err() {
                 Response::error("natpmpd is shutting down")

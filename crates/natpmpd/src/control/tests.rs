@@ -36,6 +36,8 @@ fn sample() -> Response {
         ok: true,
         error: None,
         external_interface: Some("ether1".into()),
+        status: None,
+        removed: Vec::new(),
         mappings: vec![MappingView {
             client: Ipv4Addr::new(192, 168, 88, 10).into(),
             protocol: Protocol::Tcp,
@@ -210,7 +212,7 @@ fn call_without_daemon_names_the_path() {
     assert_eq!(
         e.to_string(),
         format!(
-            "cannot connect to {}: No such file or directory (is natpmpd running?)",
+            "cannot connect to {}: No such file or directory (natpmpd is not running, or uses another socket: start it with `systemctl start natpmpd`, or name its socket with --socket PATH or --config FILE)",
             path.display()
         )
     );
