@@ -44,6 +44,7 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "lease-file",
     "control-socket",
     "control-socket-group",
+    "metrics-listen",
     "backend",
     "port-range",
     "max-lifetime",
@@ -80,6 +81,9 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// `None`: the socket is 0600, root only. `Some(group)`: 0660 and owned by that group.
     pub control_socket_group: Option<String>,
+    /// Where `GET /metrics` is served (Prometheus text format); `None`: no metrics (the
+    /// default).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub backend: Backend,
     pub port_range: RangeInclusive<u16>,
     pub max_lifetime: u32,
@@ -170,6 +174,7 @@ impl Default for Config {
             lease_file: PathBuf::from(DEFAULT_LEASE_FILE),
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             control_socket_group: None,
+            metrics_listen: None,
             backend: Backend::Nftables,
             port_range: DEFAULT_PORT_RANGE,
             max_lifetime: DEFAULT_MAX_LIFETIME,

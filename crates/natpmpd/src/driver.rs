@@ -12,6 +12,7 @@ use crate::control::{self, Request, Response};
 use crate::lease_writer::{self, LeaseWriter};
 use crate::leases;
 use crate::local_sockets;
+use crate::metrics::{self, Metrics};
 use crate::netif::{self, Monitor};
 use crate::udp::{Received, RequestSocket};
 use anyhow::Context;
@@ -70,6 +71,8 @@ struct Daemon {
     /// Whether reading the router's own sockets failed last time (logged once).
     local_sockets_failing: bool,
     lease_writer: LeaseWriter,
+    /// `None` unless `metrics-listen` is set.
+    metrics: Option<Metrics>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -92,6 +95,16 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (control_tx, mut control_rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(16);
     tokio::spawn(control::serve(listener, control_tx));
     let monitor = Monitor::new().context("subscribing to interface events")?;
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let (metrics, registry) = Metrics::new();
+            let bound = metrics::start(addr, registry)
+                .with_context(|| format!("metrics-listen: cannot listen on {addr}"))?;
+            info!("metrics on http://{bound}/metrics");
+            Some(metrics)
+        }
+    };
 
     let origin = Instant::now();
     let gateway = Gateway::new(
@@ -110,6 +123,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         buffers: vec![vec![0u8; RECV_BUFFER]; BATCH],
         local_sockets_failing: false,
         lease_writer,
+        metrics,
     };
     daemon.refresh_interfaces();
     // Before serving, so restored mappings on the router's own ports are taken back at once.
@@ -308,6 +322,7 @@ impl Daemon {
     }
 
     fn on_requests(&mut self, socket: &RequestSocket) {
+        let read_at = Instant::now();
         let mut received: Vec<Received> = Vec::with_capacity(BATCH);
         for buf in self.buffers.iter_mut() {
             match socket.try_recv(buf) {
@@ -334,6 +349,9 @@ impl Daemon {
         if let Some(sockets) = &self.sockets {
             send_all(sockets, &out);
         }
+        if let Some(m) = &mut self.metrics {
+            m.update(&self.gateway, now, Some((read_at, received.len())), false);
+        }
         // After the replies: a conntrack clearing walks the whole conntrack table.
         self.gateway.clear_flows();
     }
@@ -350,12 +368,18 @@ impl Daemon {
         if let Some(snapshot) = self.gateway.take_lease_snapshot(now) {
             self.lease_writer.submit(snapshot);
         }
+        if let Some(m) = &mut self.metrics {
+            m.update(&self.gateway, now, None, false);
+        }
     }
 
     /// The lease-writer thread finished a write.
     fn lease_written(&mut self, result: lease_writer::WriteResult) {
         if let Ok(n) = &result {
             debug!("saved {n} lease(s)");
+        }
+        if let Some(m) = &self.metrics {
+            m.lease_saved(result.is_ok());
         }
         self.gateway.lease_saved(self.now(), result.map(|_| ()));
     }
@@ -367,7 +391,28 @@ impl Daemon {
                 error: None,
                 external_interface: self.gateway.external_interface().map(str::to_owned),
                 mappings: self.gateway.mappings(self.now()),
+                ..Response::default()
             },
+            Request::Status => Response {
+                ok: true,
+                status: Some(control::status::gather(
+                    &self.gateway,
+                    self.now(),
+                    self.origin.elapsed(),
+                )),
+                ..Response::default()
+            },
+            Request::Remove { removal, by } => {
+                let now = self.now();
+                let response = control::remove::answer(&mut self.gateway, now, &removal, by);
+                // The answer is written after this returns; the clearing is quick next to a
+                // person typing, and ends the removed mappings' traffic at once.
+                self.gateway.clear_flows();
+                if let Some(m) = &mut self.metrics {
+                    m.update(&self.gateway, now, None, true);
+                }
+                response
+            }
             Request::Reload => match self.reload() {
                 Ok(()) => Response {
                     ok: true,
@@ -398,6 +443,10 @@ impl Daemon {
                 "control-socket-group",
                 new.control_socket_group != self.config.control_socket_group,
             ),
+            (
+                "metrics-listen",
+                new.metrics_listen != self.config.metrics_listen,
+            ),
         ] {
             if changed {
                 warn!("{what} changed: takes effect at the next restart");
@@ -407,6 +456,7 @@ impl Daemon {
         new.lease_file = self.config.lease_file.clone();
         new.control_socket = self.config.control_socket.clone();
         new.control_socket_group = self.config.control_socket_group.clone();
+        new.metrics_listen = self.config.metrics_listen;
         let was_serving = self.gateway.serving();
         let gateway_config = new.gateway_config(random_seed());
         self.config = new;

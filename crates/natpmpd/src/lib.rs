@@ -18,5 +18,6 @@ pub mod driver;
 pub mod lease_writer;
 pub mod leases;
 pub mod local_sockets;
+pub mod metrics;
 pub mod netif;
 pub mod udp;

@@ -85,6 +85,8 @@ fn mappings() -> Response {
         ok: true,
         error: None,
         external_interface: Some("ether1".into()),
+        status: None,
+        removed: Vec::new(),
         mappings: vec![
             MappingView {
                 client: Ipv4Addr::new(192, 168, 88, 10).into(),
@@ -241,7 +243,7 @@ fn no_daemon_running() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "natpmpctl: cannot connect to {}: No such file or directory (is natpmpd running?)\n",
+            "natpmpctl: cannot connect to {}: No such file or directory (natpmpd is not running, or uses another socket: start it with `systemctl start natpmpd`, or name its socket with --socket PATH or --config FILE)\n",
             socket.display()
         )
     );
@@ -259,7 +261,7 @@ fn stale_socket_without_a_daemon() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "natpmpctl: cannot connect to {}: Connection refused (is natpmpd running?)\n",
+            "natpmpctl: cannot connect to {}: Connection refused (natpmpd is not running: the socket is left over from a run that ended; starting natpmpd replaces it)\n",
             socket.display()
         )
     );

@@ -15,6 +15,7 @@
 //! - `project`: the kernel projection of an endpoint, and the diff between two.
 //! - `ops`: map, peer, delete.
 //! - `records`: saving and restoring mappings (the lease file), and read-only views.
+//! - `remove`: mappings removed by hand (`natpmpctl remove`).
 
 pub mod access;
 pub mod mapping;
@@ -22,6 +23,7 @@ pub mod ops;
 pub mod ports;
 pub mod project;
 pub mod records;
+pub mod remove;
 pub mod router_ports;
 pub mod table;
 

@@ -80,6 +80,7 @@ impl<F: Forwarder> Gateway<F> {
                     "dropped a datagram from {} to {} on ifindex {}",
                     d.source, d.destination, d.ifindex
                 );
+                self.stats.dropped += 1;
                 continue;
             }
             if batch.clients.contains(&d.source.ip()) {
@@ -87,13 +88,16 @@ impl<F: Forwarder> Gateway<F> {
             }
             let start = batch.changes.len();
             match self.handle_one(now, &d, &mut batch.changes) {
-                Handled::Drop => {}
-                Handled::Reply(payload) => out.push(Outgoing {
-                    payload,
-                    from: d.destination,
-                    ifindex: d.ifindex,
-                    to: d.source,
-                }),
+                Handled::Drop => self.stats.dropped += 1,
+                Handled::Reply(payload) => {
+                    self.stats.count_reply(&payload);
+                    out.push(Outgoing {
+                        payload,
+                        from: d.destination,
+                        ifindex: d.ifindex,
+                        to: d.source,
+                    })
+                }
                 Handled::Pending(pending) => {
                     batch.clients.insert(d.source.ip());
                     batch.waiting.push(Waiting {
@@ -154,7 +158,7 @@ impl<F: Forwarder> Gateway<F> {
             return;
         }
         let mut committed = vec![true; waiting.len()];
-        if let Err(e) = self.forwarder.apply(&changes) {
+        if let Err(e) = self.kernel_apply(&changes) {
             warn!(
                 "{e}; trying the batch's {} request(s) one by one",
                 waiting.len()
@@ -193,8 +197,10 @@ impl<F: Forwarder> Gateway<F> {
                     w.reply_to
                 );
             }
+            let payload = w.pending.finish(&mut self.engine, now, ok, w.request);
+            self.stats.count_reply(&payload);
             out.push(Outgoing {
-                payload: w.pending.finish(&mut self.engine, now, ok, w.request),
+                payload,
                 from: w.from,
                 ifindex: w.ifindex,
                 to: w.reply_to,
@@ -208,11 +214,11 @@ impl<F: Forwarder> Gateway<F> {
     /// block the renewal that follows). Still one transaction, so a refusal leaves the kernel
     /// exactly as it was, which is what reverting the request assumes. Only refused additions
     /// (or a transaction refused as a whole) count as a failure.
-    fn apply_tolerant(&mut self, changes: &[Change]) -> bool {
+    pub(super) fn apply_tolerant(&mut self, changes: &[Change]) -> bool {
         if changes.is_empty() {
             return true;
         }
-        let gone: Vec<usize> = match self.forwarder.apply(changes) {
+        let gone: Vec<usize> = match self.kernel_apply(changes) {
             Ok(()) => return true,
             Err(e) => e
                 .refused()
@@ -230,6 +236,6 @@ impl<F: Forwarder> Gateway<F> {
             .filter(|i| !gone.contains(i))
             .map(|i| changes[i])
             .collect();
-        rest.is_empty() || self.forwarder.apply(&rest).is_ok()
+        rest.is_empty() || self.kernel_apply(&rest).is_ok()
     }
 }

@@ -49,12 +49,12 @@ impl<F: Forwarder> Gateway<F> {
         };
         let mut adds = Vec::new();
         stage_all(now, &self.engine.projection(), &mut adds);
-        self.forwarder.prepare(&TableSpec {
+        self.kernel_prepare(&TableSpec {
             external_interface: external.name,
             connection_mark: self.config.connection_mark,
         })?;
         self.hairpin_applied = None;
-        self.forwarder.apply(&adds).map_err(|e| match e {
+        self.kernel_apply(&adds).map_err(|e| match e {
             crate::kernel::ApplyError::Failed(k) | crate::kernel::ApplyError::Unknown(k) => k,
             refused => KernelError::Protocol(refused.to_string()),
         })?;
@@ -81,6 +81,8 @@ impl<F: Forwarder> Gateway<F> {
             Ok(k) => k,
             Err(why) => {
                 warn!("natpmpd's nftables table {why}; restoring it");
+                self.stats
+                    .drift_checked(now, super::DriftFinding::Rebuilt { why });
                 match self.rebuild(now) {
                     Ok(n) => info!("natpmpd table rebuilt with {n} element(s)"),
                     Err(e) => warn!("cannot rebuild the natpmpd table: {e}"),
@@ -89,10 +91,18 @@ impl<F: Forwarder> Gateway<F> {
             }
         };
         let repair = drift_repair(now, &self.engine.projection(), &kernel);
+        let added = repair.iter().filter(|c| c.is_add()).count();
+        let finding = match repair.len() {
+            0 => super::DriftFinding::Intact,
+            n => super::DriftFinding::Repaired {
+                added,
+                removed: n - added,
+            },
+        };
+        self.stats.drift_checked(now, finding);
         if repair.is_empty() {
             return;
         }
-        let added = repair.iter().filter(|c| c.is_add()).count();
         warn!(
             "natpmpd's elements drifted from its table: restoring {added} missing, removing {} unknown",
             repair.len() - added

@@ -13,6 +13,8 @@
 //! - `announce`: their schedules.
 //! - `leases`: when the lease file is due and what it holds.
 //! - `interfaces`: the interface model, the external address, hairpin networks.
+//! - `stats`: the counters behind the daemon's metrics and `natpmpctl status`.
+//! - `remove`: mappings removed by hand (`natpmpctl remove`).
 //!
 //! What lives here and not in the engine: what depends on interfaces and on the kernel's
 //! answers, and what is sent without being asked (announcements, Mapping Updates).
@@ -24,7 +26,9 @@ pub mod interfaces;
 mod leases;
 mod links;
 pub mod recovery;
+mod remove;
 pub mod router_ports;
+mod stats;
 mod unsolicited;
 
 use crate::addr::Prefix;
@@ -42,6 +46,8 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 pub use batch::Datagram;
+pub use remove::{Removal, Removed};
+pub use stats::{request_labels, DriftFinding, GatewayStats, RequestLabels};
 
 /// How often the kernel table is compared with the engine. The promise in the README: a
 /// flushed or deleted table is back within this time (plus the time to reload it).
@@ -168,6 +174,7 @@ pub struct Gateway<F: Forwarder> {
     warned_private: Option<Ipv4Addr>,
     /// The router's own bound sockets, as the daemon last reported them.
     local_sockets: Vec<router_ports::LocalSocket>,
+    stats: GatewayStats,
 }
 
 impl<F: Forwarder> Gateway<F> {
@@ -191,6 +198,7 @@ impl<F: Forwarder> Gateway<F> {
             reported_missing: HashSet::new(),
             warned_private: None,
             local_sockets: Vec::new(),
+            stats: GatewayStats::default(),
         }
     }
 
@@ -377,8 +385,10 @@ impl<F: Forwarder> Gateway<F> {
             self.leases_changed(now);
         }
         if self.serving {
+            let before = out.len();
             self.send_announcements(now, out);
             self.send_mapping_updates(now, out);
+            self.stats.announcements += (out.len() - before) as u64;
         }
         if self.serving && self.config.drift_check && self.next_drift_check <= now {
             self.check_drift(now);
@@ -393,7 +403,7 @@ impl<F: Forwarder> Gateway<F> {
         if changes.is_empty() {
             return;
         }
-        if let Err(e) = self.forwarder.apply(changes) {
+        if let Err(e) = self.kernel_apply(changes) {
             warn!("{e}; rebuilding the natpmpd table");
             if let Err(e) = self.rebuild(now) {
                 warn!("cannot rebuild the natpmpd table: {e}");

@@ -69,6 +69,27 @@ impl Parser<'_> {
                     }
                     config.control_socket_group = Some(group.to_owned());
                 }
+                "metrics-listen" => {
+                    let text = self.string(name, value)?;
+                    let addr = text.parse::<std::net::SocketAddr>().map_err(|_| {
+                        self.error(
+                            value.span(),
+                            name,
+                            format!(
+                                "{text:?} is not an address and port (e.g. \"127.0.0.1:9851\" \
+                                 or \"[::1]:9851\")"
+                            ),
+                        )
+                    })?;
+                    if addr.port() == 0 {
+                        return Err(self.error(
+                            value.span(),
+                            name,
+                            "port 0 is not a port Prometheus can scrape; name one (e.g. 9851)",
+                        ));
+                    }
+                    config.metrics_listen = Some(addr);
+                }
                 "backend" => {
                     config.backend = match self.string(name, value)? {
                         "nftables" => Backend::Nftables,

@@ -225,6 +225,8 @@ mod tests {
             ok: true,
             error: None,
             external_interface: Some("ether1".into()),
+            status: None,
+            removed: Vec::new(),
             mappings,
         }
     }
