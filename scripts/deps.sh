@@ -7,6 +7,9 @@
 set -euo pipefail
 
 PACKAGES=(nftables iproute2 natpmpc conntrack socat procps ca-certificates)
+# The Debian package and its checks (scripts/build-deb.sh, scripts/check-package.sh):
+# dpkg-shlibdeps, strip, lintian, systemd-analyze, man (for verify's man-page check).
+PACKAGES+=(dpkg-dev binutils lintian systemd man-db)
 # The Rust toolchain links through `cc`; install one only if there is none.
 if ! command -v cc >/dev/null 2>&1; then
     PACKAGES+=(gcc libc6-dev)

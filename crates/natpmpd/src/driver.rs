@@ -14,6 +14,7 @@ use crate::leases;
 use crate::local_sockets;
 use crate::metrics::{self, Metrics};
 use crate::netif::{self, Monitor};
+use crate::notify::{self, Notifier};
 use crate::udp::{Received, RequestSocket};
 use anyhow::Context;
 use natpmp_pcp_core::kernel::{Forwarder, KernelError, NullForwarder};
@@ -73,6 +74,8 @@ struct Daemon {
     lease_writer: LeaseWriter,
     /// `None` unless `metrics-listen` is set.
     metrics: Option<Metrics>,
+    /// systemd's notification socket (nothing when not run by systemd).
+    notify: Notifier,
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -124,6 +127,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         local_sockets_failing: false,
         lease_writer,
         metrics,
+        notify: Notifier::from_env(),
     };
     daemon.refresh_interfaces();
     // Before serving, so restored mappings on the router's own ports are taken back at once.
@@ -135,9 +139,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         info!("nat-pmp is disabled (enabled = false): not listening on port 5351");
         daemon.gateway.remove_table();
     }
+    // Port 5351 is open and the table installed (or natpmpd is up and idle): tell systemd.
+    daemon.notify.ready(&notify::status_line(&daemon.gateway));
+    let mut watchdog = daemon.notify.watchdog_timer();
 
     loop {
         daemon.on_timers();
+        daemon
+            .notify
+            .set_status(|| notify::status_line(&daemon.gateway));
         let v4 = daemon.sockets.as_ref().map(|s| s.v4.clone());
         let v6 = daemon.sockets.as_ref().and_then(|s| s.v6.clone());
         let readable = |socket: Option<Rc<RequestSocket>>| async move {
@@ -160,6 +170,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = tokio::time::sleep_until(daemon.next_wakeup().into()) => {}
             _ = socket_scan.tick() => daemon.refresh_local_sockets(),
             result = daemon.lease_writer.written() => daemon.lease_written(result),
+            // From the loop itself: a loop that is stuck stops the pings.
+            _ = notify::tick(&mut watchdog) => daemon.notify.watchdog(),
             r = monitor.changed() => {
                 r.context("reading interface events")?;
                 daemon.refresh_interfaces();
@@ -177,6 +189,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
         }
     }
+    daemon.notify.stopping();
     daemon.shutdown();
     Ok(())
 }
@@ -428,6 +441,8 @@ impl Daemon {
 
     /// Re-read the configuration file and apply it. An invalid file changes nothing.
     fn reload(&mut self) -> Result<(), String> {
+        // RELOADING=1 now, READY=1 on every way out (a refused file keeps the old one running).
+        let _reloading = self.notify.reloading();
         let mut new = Config::load(&self.config_path)
             .map_err(|e| format!("configuration not reloaded: {e}"))?;
         // These are fixed for the life of the process; say so instead of half-applying them.

@@ -11,6 +11,7 @@
 //! - `udp`: the port-5351 socket with IP_PKTINFO (arrival interface, reply source address).
 //! - `netif`: interface snapshots and the netlink route monitor.
 //! - `local_sockets`: the router's own listening and bound sockets (never handed out).
+//! - `notify`: systemd's notification socket (READY=1, STATUS=, WATCHDOG=1, RELOADING=1).
 
 pub mod config;
 pub mod control;
@@ -20,4 +21,5 @@ pub mod leases;
 pub mod local_sockets;
 pub mod metrics;
 pub mod netif;
+pub mod notify;
 pub mod udp;

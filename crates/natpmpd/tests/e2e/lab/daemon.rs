@@ -38,6 +38,18 @@ impl Default for DaemonConfig {
     }
 }
 
+/// How natpmpd is started beyond its configuration file: extra environment variables (systemd's
+/// `NOTIFY_SOCKET`, say), and a program it is run through (`setpriv ...` to drop root).
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub env: Vec<(String, String)>,
+    /// `ip netns exec GW WRAPPER... natpmpd --config FILE`; the wrapper must exec natpmpd, so
+    /// the child's pid stays natpmpd's.
+    pub wrapper: Vec<String>,
+    /// The natpmpd binary; cargo's when `None`.
+    pub program: Option<PathBuf>,
+}
+
 /// The running natpmpd of a lab.
 pub(super) struct Daemon {
     pub(super) child: Child,
@@ -58,12 +70,22 @@ impl Lab {
 
     /// The TOML the daemon gets for `cfg`.
     pub fn config_text(&self, cfg: &DaemonConfig) -> String {
+        self.config_text_at(cfg, &self.lease_path(), &self.control_socket())
+    }
+
+    /// [`Lab::config_text`] with the lease file and control socket elsewhere.
+    pub fn config_text_at(
+        &self,
+        cfg: &DaemonConfig,
+        lease_file: &std::path::Path,
+        control_socket: &std::path::Path,
+    ) -> String {
         let mut s = format!(
             "enabled = {}\nlease-file = \"{}\"\ncontrol-socket = \"{}\"\nbackend = \"{}\"\n\
              port-range = \"{}\"\nmax-lifetime = {}\nmax-mappings-per-client = {}\n",
             cfg.enabled,
-            self.dir.join("leases.json").display(),
-            self.control_socket().display(),
+            lease_file.display(),
+            control_socket.display(),
             cfg.backend,
             cfg.port_range,
             cfg.max_lifetime,
@@ -87,6 +109,16 @@ impl Lab {
     /// (appended to, after a marker line, when `again`). Returns the moment just before the
     /// spawn.
     fn launch(&mut self, again: bool) -> Instant {
+        self.launch_with(again, &Launch::default())
+    }
+
+    /// Starts natpmpd on the configuration file in place, as `launch` says, without waiting
+    /// for it to answer (a fresh log unless `again`). Returns the moment just before the spawn.
+    pub fn spawn_daemon_launch(&mut self, again: bool, launch: &Launch) -> Instant {
+        self.launch_with(again, launch)
+    }
+
+    fn launch_with(&mut self, again: bool, launch: &Launch) -> Instant {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = self.log_path();
         let mut stderr = if again {
@@ -103,14 +135,21 @@ impl Lab {
         }
         let stdout = stderr.try_clone().unwrap();
         let config = self.config_path();
-        let mut cmd = ns_command(
-            &self.gw,
-            env!("CARGO_BIN_EXE_natpmpd"),
-            &["--config", config.to_str().unwrap()],
-        );
+        let mut args: Vec<&str> = launch.wrapper.iter().map(String::as_str).collect();
+        let program = launch
+            .program
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_natpmpd")));
+        args.extend([
+            program.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        let mut cmd = ns_command(&self.gw, args[0], &args[1..]);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
+        cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let t0 = Instant::now();
         let child = cmd.spawn().expect("start natpmpd");
