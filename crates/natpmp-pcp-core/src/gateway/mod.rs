@@ -13,6 +13,7 @@
 //! - `announce`: their schedules.
 //! - `leases`: when the lease file is due and what it holds.
 //! - `interfaces`: the interface model, the external address, hairpin networks.
+//! - `rate_limit`: a token bucket per client address, checked before any parsing.
 //!
 //! What lives here and not in the engine: what depends on interfaces and on the kernel's
 //! answers, and what is sent without being asked (announcements, Mapping Updates).
@@ -23,6 +24,7 @@ mod drift;
 pub mod interfaces;
 mod leases;
 mod links;
+pub mod rate_limit;
 pub mod router_ports;
 mod unsolicited;
 
@@ -35,6 +37,7 @@ use crate::time::Timestamp;
 use crate::view::MappingView;
 use announce::Train;
 use interfaces::{ExternalInterface, Interface, Interfaces};
+use rate_limit::{RateLimitConfig, RateLimiter};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -69,6 +72,8 @@ pub struct GatewayConfig {
     pub drift_check: bool,
     /// The conntrack mark bit set on every connection natpmpd lets in (`connection-mark`).
     pub connection_mark: u32,
+    /// `rate-limit` and `rate-limit-burst`: a token bucket per client address.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +88,7 @@ impl Default for GatewayConfig {
             hairpin: true,
             drift_check: false,
             connection_mark: crate::kernel::TableSpec::DEFAULT_CONNECTION_MARK,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -159,6 +165,7 @@ pub struct Gateway<F: Forwarder> {
     warned_private: Option<Ipv4Addr>,
     /// The router's own bound sockets, as the daemon last reported them.
     local_sockets: Vec<router_ports::LocalSocket>,
+    rate_limiter: RateLimiter,
 }
 
 impl<F: Forwarder> Gateway<F> {
@@ -166,6 +173,7 @@ impl<F: Forwarder> Gateway<F> {
     pub fn new(config: GatewayConfig, forwarder: F, now: Timestamp) -> Gateway<F> {
         Gateway {
             engine: Engine::new(config.engine.clone(), now),
+            rate_limiter: RateLimiter::new(config.rate_limit),
             config,
             forwarder,
             interfaces: Interfaces::new(),
@@ -303,6 +311,7 @@ impl<F: Forwarder> Gateway<F> {
         let old_mark = self.config.connection_mark;
         let old_reserved = self.config.engine.reserved_ports.clone();
         self.engine.set_config(config.engine.clone());
+        self.rate_limiter.set_config(now, config.rate_limit);
         self.config = config;
         self.reported_missing.clear();
         let interfaces = std::mem::take(&mut self.interfaces);
