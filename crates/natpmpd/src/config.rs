@@ -10,6 +10,7 @@
 use natpmp_pcp_core::engine::access::{AccessRules, PortRange};
 use natpmp_pcp_core::front::pcp::PcpPolicy;
 use natpmp_pcp_core::gateway::interfaces::ExternalInterface;
+use natpmp_pcp_core::gateway::rate_limit::{self, RateLimitConfig};
 use natpmp_pcp_core::kernel::TableSpec;
 use natpmp_pcp_core::{EngineConfig, GatewayConfig};
 use std::fmt;
@@ -31,6 +32,9 @@ pub const DEFAULT_PCP_MIN_LIFETIME: u32 = 120;
 pub const DEFAULT_PCP_MAX_FILTERS: usize = 8;
 /// Each FILTER can become a few kernel elements; this bounds what one mapping can cost.
 pub const MAX_PCP_MAX_FILTERS: u64 = 64;
+/// Requests per second per client address (`rate-limit`; 0 = off) and the burst.
+pub const DEFAULT_RATE_LIMIT: u32 = rate_limit::DEFAULT_RATE;
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = rate_limit::DEFAULT_BURST;
 
 /// `sun_path` holds 108 bytes including the terminating NUL; a longer path cannot be bound, so
 /// it is refused here where the error can point at the line.
@@ -57,6 +61,8 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "pcp-max-filters",
     "connection-mark",
     "reserved-ports",
+    "rate-limit",
+    "rate-limit-burst",
     "interfaces",
     "access",
 ];
@@ -107,6 +113,10 @@ pub struct Config {
     pub reserved_ports: Vec<PortRange>,
     /// `[[access]]`: the first matching rule decides; with none, a mapping is allowed.
     pub access: AccessRules,
+    /// `rate-limit`: requests per second per client address; 0 turns the limit off.
+    pub rate_limit: u32,
+    /// `rate-limit-burst`: requests a client may send at once.
+    pub rate_limit_burst: u32,
 }
 
 /// Where mappings go in the kernel.
@@ -189,6 +199,8 @@ impl Default for Config {
             interfaces: Vec::new(),
             reserved_ports: Vec::new(),
             access: AccessRules::default(),
+            rate_limit: DEFAULT_RATE_LIMIT,
+            rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
         }
     }
 }
@@ -256,6 +268,10 @@ impl Config {
             hairpin: self.hairpin,
             drift_check: self.backend == Backend::Nftables,
             connection_mark: self.connection_mark,
+            rate_limit: RateLimitConfig {
+                rate: self.rate_limit,
+                burst: self.rate_limit_burst,
+            },
         }
     }
 }

@@ -83,6 +83,12 @@ impl<F: Forwarder> Gateway<F> {
                 self.stats.dropped += 1;
                 continue;
             }
+            // Over the client's rate limit: dropped without a word, before any parsing (why
+            // silent, for PCP too: gateway/rate_limit.rs). Only admitted datagrams get here, so
+            // what the gateway drops anyway never makes a bucket.
+            if !self.rate_limiter.admit(now, d.source.ip()) {
+                continue;
+            }
             if batch.clients.contains(&d.source.ip()) {
                 self.settle(now, &mut batch, out);
             }

@@ -15,6 +15,8 @@
 //! - `interfaces`: the interface model, the external address, hairpin networks.
 //! - `stats`: the counters behind the daemon's metrics and `natpmpctl status`.
 //! - `remove`: mappings removed by hand (`natpmpctl remove`).
+//! - `recovery`: starting after a crash, with the kernel's table as the witness.
+//! - `rate_limit`: a token bucket per client address, checked before any parsing.
 //!
 //! What lives here and not in the engine: what depends on interfaces and on the kernel's
 //! answers, and what is sent without being asked (announcements, Mapping Updates).
@@ -27,6 +29,7 @@ mod leases;
 mod links;
 pub mod recovery;
 mod remove;
+pub mod rate_limit;
 pub mod router_ports;
 mod stats;
 mod unsolicited;
@@ -40,6 +43,7 @@ use crate::time::Timestamp;
 use crate::view::MappingView;
 use announce::Train;
 use interfaces::{ExternalInterface, Interface, Interfaces};
+use rate_limit::{RateLimitConfig, RateLimiter};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -76,6 +80,8 @@ pub struct GatewayConfig {
     pub drift_check: bool,
     /// The conntrack mark bit set on every connection natpmpd lets in (`connection-mark`).
     pub connection_mark: u32,
+    /// `rate-limit` and `rate-limit-burst`: a token bucket per client address.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for GatewayConfig {
@@ -90,6 +96,7 @@ impl Default for GatewayConfig {
             hairpin: true,
             drift_check: false,
             connection_mark: crate::kernel::TableSpec::DEFAULT_CONNECTION_MARK,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -175,6 +182,7 @@ pub struct Gateway<F: Forwarder> {
     /// The router's own bound sockets, as the daemon last reported them.
     local_sockets: Vec<router_ports::LocalSocket>,
     stats: GatewayStats,
+    rate_limiter: RateLimiter,
 }
 
 impl<F: Forwarder> Gateway<F> {
@@ -182,6 +190,7 @@ impl<F: Forwarder> Gateway<F> {
     pub fn new(config: GatewayConfig, forwarder: F, now: Timestamp) -> Gateway<F> {
         Gateway {
             engine: Engine::new(config.engine.clone(), now),
+            rate_limiter: RateLimiter::new(config.rate_limit),
             config,
             forwarder,
             interfaces: Interfaces::new(),
@@ -327,6 +336,7 @@ impl<F: Forwarder> Gateway<F> {
         let old_mark = self.config.connection_mark;
         let old_reserved = self.config.engine.reserved_ports.clone();
         self.engine.set_config(config.engine.clone());
+        self.rate_limiter.set_config(now, config.rate_limit);
         self.config = config;
         self.reported_missing.clear();
         let interfaces = std::mem::take(&mut self.interfaces);

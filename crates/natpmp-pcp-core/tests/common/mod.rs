@@ -505,11 +505,13 @@ pub fn interfaces(ext: Option<Ipv4Addr>) -> Interfaces {
 
 /// The gateway configuration of every test: enabled, external `ether1`, internal `ether2`,
 /// no drift check (the fake kernel changes only when the test changes it), `engine` as given,
-/// PCP on (the default).
+/// PCP on (the default), no rate limit (protocol tests send thousands of requests from one
+/// client in one instant; `tests/rate_limit.rs` tests the limit).
 pub fn gateway_config(engine: EngineConfig) -> GatewayConfig {
     GatewayConfig {
         enabled: true,
         engine,
+        rate_limit: natpmp_pcp_core::gateway::rate_limit::RateLimitConfig::OFF,
         external: Some(ExternalInterface {
             name: WAN_IF.to_owned(),
             forced_ip: None,

@@ -166,7 +166,7 @@ fn main() {
     );
     // Throughput figures are taken with the per-client rate limit off; the flood runs with
     // the default limit on, which is what it is about.
-    let unlimited = "";
+    let unlimited = "rate-limit = 0\n";
     for s in chosen {
         match s {
             "address" => address(unlimited),

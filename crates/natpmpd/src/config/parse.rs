@@ -29,6 +29,7 @@ impl Parser<'_> {
         let mut config = Config::default();
         let mut enabled_span = None;
         let mut min_lifetime_span = None;
+        let mut burst_span = None;
         let mut interfaces = Vec::new();
 
         for (key, value) in in_document_order(root.get_ref()) {
@@ -147,6 +148,14 @@ impl Parser<'_> {
                 "interfaces" => interfaces = self.interfaces(value)?,
                 "access" => config.access = AccessRules(self.access_rules(value)?),
                 "reserved-ports" => config.reserved_ports = self.port_list(name, value)?,
+                "rate-limit" => {
+                    config.rate_limit = self.non_negative(name, value, u64::from(u32::MAX))? as u32
+                }
+                "rate-limit-burst" => {
+                    config.rate_limit_burst =
+                        self.non_negative(name, value, u64::from(u32::MAX))? as u32;
+                    burst_span = Some(value.span());
+                }
                 _ => return Err(self.unknown_key(key, "", TOP_LEVEL_KEYS)),
             }
         }
@@ -160,6 +169,20 @@ impl Parser<'_> {
                         "{} is longer than max-lifetime ({}); the shortest PCP lifetime cannot \
                          exceed the longest",
                         config.pcp_min_lifetime, config.max_lifetime
+                    ),
+                ));
+            }
+        }
+        // Only an explicit 0 can be 0 (the default is not), so its span is known.
+        if let (0, Some(span)) = (config.rate_limit_burst, burst_span) {
+            if config.rate_limit != 0 {
+                return Err(self.error(
+                    span,
+                    "rate-limit-burst",
+                    format!(
+                        "0 with rate-limit = {}: no request could ever pass; the burst must be \
+                         at least 1 (rate-limit = 0 turns the limit off)",
+                        config.rate_limit
                     ),
                 ));
             }
@@ -373,6 +396,21 @@ impl Parser<'_> {
                 value.span(),
                 key,
                 format!("{} is out of range (1 to {max})", int.as_str()),
+            )),
+        }
+    }
+
+    /// An integer in `0..=max`.
+    fn non_negative(&self, key: &str, value: &Value<'_>, max: u64) -> Result<u64, ConfigError> {
+        let DeValue::Integer(int) = value.get_ref() else {
+            return Err(self.type_error(value.span(), key, "an integer", value.get_ref()));
+        };
+        match i128::from_str_radix(int.as_str(), int.radix()).ok() {
+            Some(n) if n >= 0 && n <= i128::from(max) => Ok(n as u64),
+            _ => Err(self.error(
+                value.span(),
+                key,
+                format!("{} is out of range (0 to {max})", int.as_str()),
             )),
         }
     }
