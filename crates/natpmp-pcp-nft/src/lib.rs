@@ -18,6 +18,7 @@
 //! an implementation detail, tested byte for byte here.
 
 mod conntrack;
+mod flow_cleaner;
 mod health;
 mod nft_forwarder;
 mod nftables;

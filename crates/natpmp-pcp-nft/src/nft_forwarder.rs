@@ -2,11 +2,12 @@
 //! netlink.
 
 use crate::conntrack::{self, Entry};
+use crate::flow_cleaner::{self, FlowCleaner};
 use crate::health;
 use crate::nftables::dump::{self, Unreadable};
 use crate::nftables::element::{self, Transaction};
 use crate::nftables::{hairpin, ElementSet};
-use crate::nl::{ErrorMsg, MsgBuilder};
+use crate::nl::ErrorMsg;
 use crate::session::{refused, ExchangeFailure, Session};
 use crate::template;
 use natpmp_pcp_core::kernel::{
@@ -32,8 +33,9 @@ use std::time::Duration;
 ///   there for what it does with elements natpmpd did not write).
 /// - `set_hairpin` replaces the two hairpin sets' elements in one batch.
 /// - `check` reads our table's sets, chains and rules (not elements) in four small requests.
-/// - `clear_flows` dumps conntrack once (both families) and deletes the entries of the
-///   elements given.
+/// - `clear_flows` hands the elements to a thread of its own (`flow_cleaner.rs`), which dumps
+///   conntrack once (both families) for everything queued and deletes the entries of those
+///   elements.
 ///
 /// Namespace rule: the netlink socket belongs to the network namespace of the thread that
 /// called [`NftForwarder::new`], for its whole life. `nft` is run in that same namespace even
@@ -64,6 +66,7 @@ use std::time::Duration;
 /// namespace (the socket keeps its namespace anyway; see above for `nft`).
 pub struct NftForwarder {
     session: Session,
+    cleaner: FlowCleaner,
     /// The namespace the socket lives in, to run `nft` there too.
     netns: Option<File>,
     nft: PathBuf,
@@ -75,6 +78,7 @@ impl NftForwarder {
     pub fn new() -> Result<Self, KernelError> {
         Ok(NftForwarder {
             session: Session::open()?,
+            cleaner: FlowCleaner::new()?,
             netns: File::open("/proc/thread-self/ns/net").ok(),
             nft: PathBuf::from("nft"),
         })
@@ -168,44 +172,13 @@ impl NftForwarder {
     /// deleted. [`Forwarder::clear_flows`] calls this and logs the outcome; it is public for
     /// repair tools and tests.
     pub fn clear_conntrack(&mut self, gone: &[Element]) -> Result<usize, KernelError> {
-        if gone.is_empty() {
-            return Ok(0);
-        }
-        let mut doomed: Vec<Entry> = Vec::new();
-        self.session.dump(
-            conntrack::encode_dump,
-            |p| {
-                if let Some(e) = conntrack::parse_entry(p) {
-                    if gone.iter().any(|g| e.belongs_to(g)) {
-                        doomed.push(e);
-                    }
-                }
-            },
-            "listing conntrack entries",
-        )?;
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        let first = self.session.peek_seq();
-        let mut b = MsgBuilder::with_capacity(doomed.len() * 80);
-        for e in &doomed {
-            let seq = self.session.next_seq();
-            conntrack::encode_delete(&mut b, e, seq);
-        }
-        let errors = self
-            .session
-            .exchange(b.as_bytes(), first, doomed.len(), None)?;
-        // ENOENT: the flow ended by itself between the dump and the delete. Fine.
-        let failed: Vec<&ErrorMsg> = errors.iter().filter(|e| e.errno != libc::ENOENT).collect();
-        if let Some(first_err) = failed.first() {
-            let what = format!(
-                "deleting {} of {} conntrack entries",
-                failed.len(),
-                doomed.len()
-            );
-            return Err(refused(what, first_err));
-        }
-        Ok(doomed.len() - errors.len())
+        flow_cleaner::clear_conntrack(&mut self.session, gone)
+    }
+
+    /// Wait until the flows of every element handed to [`Forwarder::clear_flows`] so far are
+    /// ended (the cleaning runs on a thread of its own, see `flow_cleaner.rs`).
+    pub fn wait_for_flow_clearing(&self) {
+        self.cleaner.wait();
     }
 }
 
@@ -380,19 +353,9 @@ impl Forwarder for NftForwarder {
         Ok(health::evaluate(&found))
     }
 
+    /// Queued for the cleaner thread: the caller's loop does not wait for the conntrack dump.
     fn clear_flows(&mut self, removed: &[Element]) {
-        if removed.is_empty() {
-            return;
-        }
-        match self.clear_conntrack(removed) {
-            Ok(n) => tracing::debug!(entries = n, elements = removed.len(), "cleared conntrack"),
-            Err(e) => tracing::warn!(
-                error = %e,
-                elements = removed.len(),
-                "removed elements, but could not clear their conntrack entries; open flows \
-                 keep their translation or pinhole until they time out"
-            ),
-        }
+        self.cleaner.clear(removed);
     }
 }
 

@@ -91,6 +91,7 @@ fn clear_flows_ends_the_flows_of_removed_elements_and_apply_does_not() {
         assert!(conntrack_has(&mut f, 40000), "apply ended a flow");
         // ... `clear_flows` ends the flows, and only those.
         f.clear_flows(&removed_for_good(&removal));
+        f.wait_for_flow_clearing();
         assert!(!conntrack_has(&mut f, 40000), "outbound flow survived");
         assert!(!conntrack_has(&mut f, 40001), "inbound flow survived");
         assert!(
@@ -112,6 +113,7 @@ fn conntrack_dump_works_in_a_fresh_namespace() {
         );
         // Failures are logged, not returned; nothing to clear is no failure.
         f.clear_flows(&[outbound(Protocol::Udp, 2, 3, 4)]);
+        f.wait_for_flow_clearing();
     });
 }
 

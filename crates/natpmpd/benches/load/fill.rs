@@ -15,7 +15,11 @@ const WINDOW: usize = 32;
 /// Mapping `k` of host `h`: TCP and UDP alternate on internal ports from 1000, each asking
 /// for its own external port (both protocols of a pair the same one, the companion).
 fn request(h: usize, k: usize) -> [u8; 12] {
-    let proto = if k.is_multiple_of(2) { Proto::Tcp } else { Proto::Udp };
+    let proto = if k.is_multiple_of(2) {
+        Proto::Tcp
+    } else {
+        Proto::Udp
+    };
     let pair = (k / 2) as u16;
     let eport = 1100 + h as u16 * 3125 + pair;
     map_request(proto, 1000 + pair, eport, 86400)
