@@ -18,6 +18,8 @@
 //! an implementation detail, tested byte for byte here.
 
 mod conntrack;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod nft_forwarder;
 mod nftables;

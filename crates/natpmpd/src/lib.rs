@@ -15,6 +15,8 @@
 pub mod config;
 pub mod control;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod leases;
 pub mod local_sockets;
 pub mod netif;
