@@ -332,3 +332,99 @@ impl Harness {
         self.counts = counts;
     }
 }
+
+/// The checks must be able to fail: each test breaks one invariant by hand and expects the
+/// check to say so.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Element;
+    use std::net::SocketAddrV4;
+
+    /// Cap 86400 s, default port range, PCP minimum 120 s, quota 256, seed 0, PCP on.
+    const CONFIG: [u8; 6] = [4, 0, 2, 4, 0, 0];
+
+    fn harness_with_mappings(n: u16) -> Harness {
+        let mut h = Harness::new(&mut Input::new(&CONFIG));
+        for i in 0..n {
+            let mut request = vec![0, 2, 0, 0];
+            request.extend_from_slice(&(8000 + i).to_be_bytes());
+            request.extend_from_slice(&[0, 0]);
+            request.extend_from_slice(&3600u32.to_be_bytes());
+            let mut out = Vec::new();
+            let datagram = Datagram {
+                source: SocketAddr::new(CLIENTS[0], 49152),
+                destination: IpAddr::V4(GW_LAN),
+                ifindex: LAN_INDEX,
+                payload: &request,
+            };
+            h.gateway.handle_datagrams(h.now, [datagram], &mut out);
+            h.check(&out);
+        }
+        assert_eq!(h.gateway.engine().records(h.now).len(), usize::from(n));
+        h
+    }
+
+    fn reload(h: &mut Harness, quota: usize, cap: u32) {
+        let mut config = h.gateway.config().clone();
+        config.engine.max_mappings_per_client = quota;
+        config.engine.max_lifetime = cap;
+        config.engine.pcp_min_lifetime = cap.min(120);
+        h.gateway.reconfigure(h.now, config).unwrap();
+    }
+
+    #[test]
+    fn a_reload_that_lowers_quota_and_cap_keeps_existing_mappings_within_the_invariants() {
+        let mut h = harness_with_mappings(2);
+        reload(&mut h, 1, 60);
+        h.check(&[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "the kernel is not the engine's projection")]
+    fn a_kernel_element_the_engine_does_not_project_is_caught() {
+        let mut h = harness_with_mappings(1);
+        h.kernel.insert_by_hand(
+            Element::Inbound {
+                protocol: Protocol::Udp,
+                external_port: 4444,
+                internal: SocketAddrV4::new(Ipv4Addr::new(192, 168, 88, 10), 4444),
+            },
+            Duration::from_secs(10),
+        );
+        h.check(&[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "holds 2 mappings, quota 1")]
+    fn a_client_over_its_quota_is_caught() {
+        let mut h = harness_with_mappings(2);
+        reload(&mut h, 1, 86400);
+        // As if both mappings had been granted in this step.
+        h.counts.clear();
+        h.check(&[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "over the cap of 60 s")]
+    fn a_grant_over_the_cap_is_caught() {
+        let mut h = harness_with_mappings(1);
+        reload(&mut h, 256, 60);
+        // As if the 3600 s mapping had been granted in this step, under the 60 s cap.
+        h.grants.clear();
+        h.check(&[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "without the response bit")]
+    fn a_datagram_sent_without_the_response_bit_is_caught() {
+        let mut h = harness_with_mappings(0);
+        let request = Outgoing {
+            payload: vec![0, 1, 0, 0, 0, 80, 0, 80, 0, 0, 14, 16],
+            from: IpAddr::V4(GW_LAN),
+            ifindex: LAN_INDEX,
+            to: SocketAddr::new(CLIENTS[0], 5351),
+        };
+        h.check(&[request]);
+    }
+}
