@@ -18,6 +18,8 @@
 pub mod addr;
 pub mod engine;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod kernel;
 pub mod time;

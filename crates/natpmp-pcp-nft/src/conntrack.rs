@@ -22,7 +22,9 @@
 //!   host's own flows from that port need no pinhole and are left alone;
 //! - for a `FilteredPinhole`, such a flow whose remote (original source) is inside the box.
 
-use crate::nl::{self, Attr, MsgBuilder, NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::nl::{
+    self, Attr, MsgBuilder, TooLong, NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use natpmp_pcp_core::kernel::Element;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -121,7 +123,7 @@ impl Entry {
 }
 
 /// `IPCTNL_MSG_CT_GET` with `NLM_F_DUMP` for the IPv4 and IPv6 tables at once.
-pub fn encode_dump(seq: u32) -> Vec<u8> {
+pub fn encode_dump(seq: u32) -> Result<Vec<u8>, TooLong> {
     let mut b = MsgBuilder::new();
     let m = b.begin(
         ct_type(IPCTNL_MSG_CT_GET),
@@ -345,7 +347,7 @@ mod tests {
             7, 0, 0, 0, 0, 0, 0, 0,
             0, 0, 0, 0,     // AF_UNSPEC: both families
         ];
-        assert_eq!(encode_dump(7), expected);
+        assert_eq!(encode_dump(7).unwrap(), expected);
     }
 
     #[cfg(target_endian = "little")]
@@ -370,7 +372,7 @@ mod tests {
             6, 0, 3, 0, 0x00, 0x35, 0, 0,   // CTA_PROTO_DST_PORT 53
             8, 0, 12, 0, 1, 2, 3, 4,        // CTA_ID, be32
         ];
-        assert_eq!(b.as_bytes(), &expected[..]);
+        assert_eq!(b.as_bytes().unwrap(), &expected[..]);
     }
 
     /// Checked against what `conntrack -D -f ipv6 -p udp -s 2001:db8:ff::2 -d 2001:db8:1::10
@@ -401,7 +403,7 @@ mod tests {
             6, 0, 3, 0, 0x1f, 0x90, 0, 0,   // 8080
             8, 0, 12, 0, 0xa0, 0x05, 0x05, 0x15, // CTA_ID
         ];
-        assert_eq!(b.as_bytes(), &expected[..]);
+        assert_eq!(b.as_bytes().unwrap(), &expected[..]);
     }
 
     /// A dump reply carries the same tuple layout (plus both directions); build one with the
@@ -430,7 +432,7 @@ mod tests {
             b.attr(CTA_ZONE, &z.to_be_bytes());
         }
         b.end(m);
-        b.into_bytes()
+        b.into_bytes().unwrap()
     }
 
     #[test]

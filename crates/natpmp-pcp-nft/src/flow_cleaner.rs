@@ -133,7 +133,7 @@ pub fn clear_conntrack(session: &mut Session, gone: &[Element]) -> Result<usize,
         let seq = session.next_seq();
         conntrack::encode_delete(&mut b, e, seq);
     }
-    let errors = session.exchange(b.as_bytes(), first, doomed.len(), None)?;
+    let errors = session.exchange(b.as_bytes()?, first, doomed.len(), None)?;
     // ENOENT: the flow ended by itself between the dump and the delete. Fine.
     let failed: Vec<&ErrorMsg> = errors.iter().filter(|e| e.errno != libc::ENOENT).collect();
     if let Some(first_err) = failed.first() {

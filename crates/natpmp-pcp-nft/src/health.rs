@@ -8,7 +8,7 @@
 //! [`evaluate`] then compares what was found with `template.rs`.
 
 use crate::nftables::{nft_type, NFPROTO_INET, TABLE};
-use crate::nl::{self, MsgBuilder, NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::nl::{self, MsgBuilder, TooLong, NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use crate::template;
 use natpmp_pcp_core::kernel::Health;
 
@@ -31,7 +31,7 @@ const NFTA_SET_FLAGS: u16 = 3;
 const NFT_SET_MAP: u32 = 0x8;
 
 /// `GETTABLE natpmpd`, a plain get with an ack: answered by the table, or by `ENOENT`.
-pub fn encode_get_table(seq: u32) -> Vec<u8> {
+pub fn encode_get_table(seq: u32) -> Result<Vec<u8>, TooLong> {
     let mut b = MsgBuilder::new();
     let m = b.begin(
         nft_type(NFT_MSG_GETTABLE),
@@ -47,7 +47,7 @@ pub fn encode_get_table(seq: u32) -> Vec<u8> {
 
 /// A dump of `msg` (`GETSET`, `GETCHAIN` or `GETRULE`) for family inet, naming our table as the
 /// filter (attribute 1 in all three; the chain dump ignores it).
-pub fn encode_dump(msg: u16, seq: u32) -> Vec<u8> {
+pub fn encode_dump(msg: u16, seq: u32) -> Result<Vec<u8>, TooLong> {
     let mut b = MsgBuilder::new();
     let m = b.begin(
         nft_type(msg),
@@ -297,7 +297,7 @@ mod tests {
             12, 0, 1, 0,            // NFTA_TABLE_NAME
             b'n', b'a', b't', b'p', b'm', b'p', b'd', 0,
         ];
-        assert_eq!(encode_get_table(7), expected);
+        assert_eq!(encode_get_table(7).unwrap(), expected);
     }
 
     #[cfg(target_endian = "little")]
@@ -319,7 +319,7 @@ mod tests {
                 12, 0, 1, 0,        // NFTA_{SET,CHAIN,RULE}_TABLE
                 b'n', b'a', b't', b'p', b'm', b'p', b'd', 0,
             ];
-            assert_eq!(encode_dump(msg, 9), expected, "message {msg}");
+            assert_eq!(encode_dump(msg, 9).unwrap(), expected, "message {msg}");
         }
     }
 
@@ -331,7 +331,7 @@ mod tests {
             b.attr(*ty, payload);
         }
         b.end(m);
-        let bytes = b.into_bytes();
+        let bytes = b.into_bytes().unwrap();
         messages(&bytes).next().unwrap().payload.to_vec()
     }
 

@@ -19,6 +19,8 @@
 
 mod conntrack;
 mod flow_cleaner;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod nft_forwarder;
 mod nftables;

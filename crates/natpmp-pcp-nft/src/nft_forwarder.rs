@@ -237,7 +237,9 @@ impl Forwarder for NftForwarder {
         if changes.is_empty() {
             return Ok(());
         }
-        let tx = element::encode_transaction(changes, self.session.peek_seq());
+        // Over netlink's length limits nothing is sent: a failed transaction, nothing applied.
+        let tx = element::encode_transaction(changes, self.session.peek_seq())
+            .map_err(|e| ApplyError::Failed(e.into()))?;
         self.session.used_until(tx.next_seq);
         let errors = match self.session.exchange(
             &tx.bytes,
@@ -300,7 +302,8 @@ impl Forwarder for NftForwarder {
         validate_lan_nets(lan_nets)?;
         let ranges = hairpin::lan_ranges(lan_nets)
             .map_err(|(addr, len)| KernelError::InvalidNetwork(addr, len))?;
-        let tx = hairpin::encode_hairpin(external_addr, &ranges, self.session.peek_seq());
+        // Thousands of internal networks overflow the 64 KiB element list: refused, not sent.
+        let tx = hairpin::encode_hairpin(external_addr, &ranges, self.session.peek_seq())?;
         self.session.used_until(tx.next_seq);
         let first = tx.members.first().map(|m| m.0).unwrap_or(tx.begin_seq);
         let errors =
@@ -389,7 +392,7 @@ mod tests {
             internal: SocketAddrV4::new(Ipv4Addr::new(192, 168, 88, 2), 1),
         };
         let changes = [Change::Remove(e), Change::Remove(e), Change::Remove(e)];
-        let tx = element::encode_transaction(&changes, 10); // changes are 11, 12, 13
+        let tx = element::encode_transaction(&changes, 10).unwrap(); // changes are 11, 12, 13
         assert!(verdict(&tx, &[]).is_ok());
         // Answers may come in any order; the refusal lists them by index.
         let refused = verdict(&tx, &[err(13, libc::EEXIST), err(11, libc::ENOENT)]).unwrap_err();

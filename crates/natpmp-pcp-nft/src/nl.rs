@@ -43,16 +43,53 @@ pub const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
+/// An attribute, nest or message too long for its length field: netlink counts attribute
+/// and nest lengths in 16 bits (at most 65 535 bytes, header included) and message lengths in
+/// 32. A builder that hit one refuses to hand out its bytes: a truncated length would make the
+/// kernel read the rest of the batch as garbage, or worse, as other attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLong {
+    /// The attribute type (without flag bits), or the message type for a whole message.
+    pub ty: u16,
+    /// Its length in bytes, header included.
+    pub len: usize,
+    /// What its length field holds at most.
+    pub max: usize,
+}
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "netlink attribute or message of type {:#x} would be {} bytes, over the {} its \
+             length field can hold",
+            self.ty, self.len, self.max
+        )
+    }
+}
+
+impl std::error::Error for TooLong {}
+
 /// Builds one or more netlink messages back to back in one buffer, which is how a batch is
 /// sent: the whole transaction must reach the kernel in a single `sendmsg`.
+///
+/// Lengths are checked, never cast: an attribute or nest over 65 535 bytes (or a message over
+/// 4 GiB) is not written, the first such one is remembered, and [`MsgBuilder::into_bytes`] and
+/// [`MsgBuilder::as_bytes`] return it as an error instead of the bytes. The error is kept in
+/// the builder rather than returned by each call so that encoders stay straight-line code; it
+/// cannot be missed, because the bytes cannot be had without looking at it.
 #[derive(Default)]
 pub struct MsgBuilder {
     buf: Vec<u8>,
+    too_long: Option<TooLong>,
 }
 
 /// Where an open message or nest starts, so its length can be patched when it is closed.
 #[must_use]
 pub struct Mark(usize);
+
+/// Largest attribute or nest, header included (`nla_len` is a u16).
+pub const NLA_MAX_LEN: usize = u16::MAX as usize;
 
 impl MsgBuilder {
     pub fn new() -> Self {
@@ -62,7 +99,12 @@ impl MsgBuilder {
     pub fn with_capacity(n: usize) -> Self {
         MsgBuilder {
             buf: Vec::with_capacity(n),
+            too_long: None,
         }
+    }
+
+    fn refuse(&mut self, ty: u16, len: usize, max: usize) {
+        self.too_long.get_or_insert(TooLong { ty, len, max });
     }
 
     /// Open a netfilter message: the netlink header plus `nfgenmsg`. The port id is 0: the
@@ -82,14 +124,23 @@ impl MsgBuilder {
 
     /// Close a message opened with [`MsgBuilder::begin`].
     pub fn end(&mut self, mark: Mark) {
-        let len = (self.buf.len() - mark.0) as u32;
-        self.buf[mark.0..mark.0 + 4].copy_from_slice(&len.to_ne_bytes());
+        let len = self.buf.len() - mark.0;
+        match u32::try_from(len) {
+            Ok(len) => self.buf[mark.0..mark.0 + 4].copy_from_slice(&len.to_ne_bytes()),
+            Err(_) => {
+                let ty = u16::from_ne_bytes([self.buf[mark.0 + 4], self.buf[mark.0 + 5]]);
+                self.refuse(ty, len, u32::MAX as usize);
+            }
+        }
     }
 
     /// Append one attribute; the payload is padded with zeros to 4 bytes (the padding is not
-    /// counted in the attribute's length, as netlink requires).
+    /// counted in the attribute's length, as netlink requires). Over 65 535 bytes with its
+    /// header, nothing is appended and the builder fails (see [`TooLong`]).
     pub fn attr(&mut self, ty: u16, payload: &[u8]) {
-        let len = (NLA_HDRLEN + payload.len()) as u16;
+        let Some(len) = self.attr_len(ty, payload.len()) else {
+            return;
+        };
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(payload);
@@ -98,12 +149,25 @@ impl MsgBuilder {
 
     /// A NUL-terminated string attribute (`NLA_STRING` as nftables expects names).
     pub fn attr_str(&mut self, ty: u16, s: &str) {
-        let len = (NLA_HDRLEN + s.len() + 1) as u16;
+        let Some(len) = self.attr_len(ty, s.len() + 1) else {
+            return;
+        };
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(s.as_bytes());
         self.buf.push(0);
         self.pad();
+    }
+
+    /// The `nla_len` of an attribute with `payload` bytes, or `None` (and the builder fails)
+    /// when it does not fit.
+    fn attr_len(&mut self, ty: u16, payload: usize) -> Option<u16> {
+        let len = NLA_HDRLEN.saturating_add(payload);
+        let fits = u16::try_from(len).ok();
+        if fits.is_none() {
+            self.refuse(ty & NLA_TYPE_MASK, len, NLA_MAX_LEN);
+        }
+        fits
     }
 
     /// Open a nested attribute; its length is patched by [`MsgBuilder::nest_end`].
@@ -115,9 +179,16 @@ impl MsgBuilder {
         Mark(start)
     }
 
+    /// Close a nest. Over 65 535 bytes with its contents, the builder fails (see [`TooLong`]).
     pub fn nest_end(&mut self, mark: Mark) {
-        let len = (self.buf.len() - mark.0) as u16;
-        self.buf[mark.0..mark.0 + 2].copy_from_slice(&len.to_ne_bytes());
+        let len = self.buf.len() - mark.0;
+        match u16::try_from(len) {
+            Ok(len) => self.buf[mark.0..mark.0 + 2].copy_from_slice(&len.to_ne_bytes()),
+            Err(_) => {
+                let ty = u16::from_ne_bytes([self.buf[mark.0 + 2], self.buf[mark.0 + 3]]);
+                self.refuse(ty & NLA_TYPE_MASK, len, NLA_MAX_LEN);
+            }
+        }
     }
 
     fn pad(&mut self) {
@@ -125,12 +196,20 @@ impl MsgBuilder {
         self.buf.resize(padded, 0);
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
+    /// The messages built so far, unless a length did not fit.
+    pub fn as_bytes(&self) -> Result<&[u8], TooLong> {
+        match self.too_long {
+            None => Ok(&self.buf),
+            Some(e) => Err(e),
+        }
     }
 
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.buf
+    /// The messages, unless a length did not fit.
+    pub fn into_bytes(self) -> Result<Vec<u8>, TooLong> {
+        match self.too_long {
+            None => Ok(self.buf),
+            Some(e) => Err(e),
+        }
     }
 }
 
@@ -568,7 +647,7 @@ mod tests {
         b.attr(1, &[0xaa]);
         b.attr_str(2, "ab");
         b.nest_end(n);
-        let bytes = b.into_bytes();
+        let bytes = b.into_bytes().unwrap();
         #[rustfmt::skip]
         let expected_le: [u8; 20] = [
             20, 0, 0x03, 0x80,     // nest: len 20, type 3 | NLA_F_NESTED
@@ -597,7 +676,7 @@ mod tests {
         b.attr(1, &[1, 2, 3, 4, 5]);
         b.nest_end(n);
         b.end(m);
-        let bytes = b.into_bytes();
+        let bytes = b.into_bytes().unwrap();
         for cut in 0..=bytes.len() {
             let part = &bytes[..cut];
             for msg in messages(part) {
@@ -618,5 +697,74 @@ mod tests {
         let all: Vec<_> = messages(&bytes).collect();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].seq, 7);
+    }
+
+    #[test]
+    fn an_attribute_of_65535_bytes_fits_and_one_of_65536_is_refused() {
+        // 4 bytes of header + 65 531 of payload = 65 535: the largest nla_len.
+        let mut b = MsgBuilder::new();
+        b.attr(7, &vec![0xab; NLA_MAX_LEN - NLA_HDRLEN]);
+        let bytes = b.into_bytes().expect("65 535 bytes fit");
+        let all: Vec<_> = attrs(&bytes).collect();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].ty, all[0].payload.len()), (7, 65_531));
+
+        let mut b = MsgBuilder::new();
+        b.attr(7, &vec![0xab; NLA_MAX_LEN - NLA_HDRLEN + 1]);
+        assert_eq!(
+            b.into_bytes(),
+            Err(TooLong {
+                ty: 7,
+                len: 65_536,
+                max: 65_535
+            })
+        );
+
+        // A string counts its NUL.
+        let mut b = MsgBuilder::new();
+        b.attr_str(2, &"x".repeat(NLA_MAX_LEN - NLA_HDRLEN - 1));
+        assert!(b.as_bytes().is_ok());
+        b.attr_str(2, &"x".repeat(NLA_MAX_LEN - NLA_HDRLEN));
+        assert_eq!(b.as_bytes().unwrap_err().len, 65_536);
+    }
+
+    #[test]
+    fn a_nest_of_65532_bytes_fits_and_one_of_65536_is_refused() {
+        // A nest's contents are padded attributes, so its length is a multiple of 4: the
+        // largest that fits is 65 532 (nest header 4 + attribute header 4 + 65 524), and one
+        // byte more of payload pads the nest to 65 536.
+        for (payload, fits) in [(65_524, true), (65_525, false)] {
+            let mut b = MsgBuilder::new();
+            let m = b.begin(0x0a0c, NLM_F_REQUEST, 1, 2, 0);
+            let n = b.nest_begin(3);
+            b.attr(1, &vec![0; payload]);
+            b.nest_end(n);
+            b.end(m);
+            match b.into_bytes() {
+                Ok(bytes) => {
+                    assert!(fits, "a nest of {} bytes was built", payload + 8);
+                    let msg = messages(&bytes).next().unwrap();
+                    let nest = attrs(&msg.payload[NFGENMSG_LEN..]).next().unwrap();
+                    assert_eq!((nest.ty, nest.payload.len()), (3, 65_528));
+                    assert_eq!(nest.nested().next().unwrap().payload.len(), payload);
+                }
+                Err(e) => {
+                    assert!(!fits, "a nest of {} bytes was refused: {e}", payload + 8);
+                    assert_eq!((e.ty, e.len, e.max), (3, 65_536, 65_535));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_refusal_is_kept_and_later_attributes_do_not_hide_it() {
+        let mut b = MsgBuilder::new();
+        let n = b.nest_begin(5);
+        b.attr(1, &vec![0; 70_000]);
+        b.attr(2, &[1]);
+        b.nest_end(n);
+        let e = b.as_bytes().unwrap_err();
+        assert_eq!((e.ty, e.len), (1, 70_004));
+        assert!(e.to_string().contains("70004 bytes"), "{e}");
     }
 }

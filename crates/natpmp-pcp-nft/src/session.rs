@@ -5,7 +5,7 @@
 //! elements, conntrack entries, the health check's objects). Sequence numbers are ours to
 //! assign; every answer is matched to its request by them, and anything else is ignored.
 
-use crate::nl::{self, ErrorMsg, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP};
+use crate::nl::{self, ErrorMsg, TooLong, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP};
 use natpmp_pcp_core::kernel::{Errno, KernelError};
 use std::io;
 
@@ -154,7 +154,7 @@ impl Session {
     /// `KernelError::Refused` naming `what`.
     pub fn dump(
         &mut self,
-        request: impl FnMut(u32) -> Vec<u8>,
+        request: impl FnMut(u32) -> Result<Vec<u8>, TooLong>,
         each: impl FnMut(&[u8]),
         what: &str,
     ) -> Result<(), KernelError> {
@@ -167,13 +167,13 @@ impl Session {
     /// `NLM_F_ACK`: their answers come back the same way, ended by the ack.
     pub fn query(
         &mut self,
-        mut request: impl FnMut(u32) -> Vec<u8>,
+        mut request: impl FnMut(u32) -> Result<Vec<u8>, TooLong>,
         mut each: impl FnMut(&[u8]),
         what: &str,
     ) -> Result<Result<(), ErrorMsg>, KernelError> {
         for _ in 0..DUMP_TRIES {
             let seq = self.next_seq();
-            let bytes = request(seq);
+            let bytes = request(seq)?;
             self.sock.drain(&mut self.buf);
             self.sock.send(&bytes)?;
             let mut interrupted = false;
@@ -224,6 +224,13 @@ impl Session {
         Err(KernelError::Protocol(format!(
             "{what}: kept changing while being read ({DUMP_TRIES} tries)"
         )))
+    }
+}
+
+/// A request that could not be encoded was never sent: the kernel is as it was.
+impl From<TooLong> for KernelError {
+    fn from(e: TooLong) -> KernelError {
+        KernelError::Encode(e.to_string())
     }
 }
 

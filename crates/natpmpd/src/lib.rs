@@ -16,6 +16,8 @@
 pub mod config;
 pub mod control;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lease_writer;
 pub mod leases;
 pub mod local_sockets;

@@ -98,6 +98,10 @@ pub enum KernelError {
     /// The kernel's answer made no sense (cut short, or too many answers).
     #[error("{0}")]
     Protocol(String),
+    /// A request could not be encoded (an attribute over netlink's 16-bit length, say): it
+    /// was not sent, and the kernel is as it was.
+    #[error("netlink request not sent: {0}")]
+    Encode(String),
     /// `nft -f` could not be run or refused the ruleset; the text is nft's own message.
     #[error("`nft -f` failed to load the natpmpd table: {0}")]
     Load(String),

@@ -12,13 +12,13 @@ use super::{keys, nft_type, ElementSet, NFPROTO_INET, NFTA_DATA_VALUE, NFTA_LIST
 use super::{NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_EXPIRATION, NFTA_SET_ELEM_FLAGS};
 use super::{NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_KEY_END, NFTA_SET_ELEM_LIST_ELEMENTS};
 use super::{NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFT_MSG_GETSETELEM, TABLE};
-use crate::nl::{self, Attr, MsgBuilder, NFGENMSG_LEN, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::nl::{self, Attr, MsgBuilder, TooLong, NFGENMSG_LEN, NLM_F_DUMP, NLM_F_REQUEST};
 use natpmp_pcp_core::kernel::Element;
 use std::fmt;
 use std::time::Duration;
 
 /// `GETSETELEM` with `NLM_F_DUMP`: every element of `set`.
-pub fn encode_dump(set: ElementSet, seq: u32) -> Vec<u8> {
+pub fn encode_dump(set: ElementSet, seq: u32) -> Result<Vec<u8>, TooLong> {
     let mut b = MsgBuilder::new();
     let m = b.begin(
         nft_type(NFT_MSG_GETSETELEM),
@@ -198,7 +198,7 @@ mod tests {
         }
         b.nest_end(list);
         b.end(m);
-        b.into_bytes()
+        b.into_bytes().unwrap()
     }
 
     type Decoded = (Vec<(Element, Duration)>, Vec<Unreadable>);
@@ -398,7 +398,7 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn dump_request_names_table_and_map() {
-        let bytes = encode_dump(ElementSet::Inbound, 3);
+        let bytes = encode_dump(ElementSet::Inbound, 3).unwrap();
         #[rustfmt::skip]
         let expected: Vec<u8> = vec![
             44, 0, 0, 0, 0x0d, 0x0a, 0x01, 0x03, 3, 0, 0, 0, 0, 0, 0, 0, // GETSETELEM, REQUEST|DUMP

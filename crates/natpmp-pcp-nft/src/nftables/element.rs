@@ -14,7 +14,7 @@ use super::{batch_marker, data_value, nft_type, ElementSet, NFPROTO_INET, TABLE}
 use super::{NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM};
 use super::{NFTA_LIST_ELEM, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_KEY_END};
 use super::{NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE};
-use crate::nl::{MsgBuilder, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use crate::nl::{MsgBuilder, TooLong, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use natpmp_pcp_core::kernel::Change;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ impl Transaction {
 const BYTES_PER_CHANGE: usize = 160;
 
 /// Encode `changes` as one nf_tables batch, numbering messages from `first_seq`.
-pub fn encode_transaction(changes: &[Change], first_seq: u32) -> Transaction {
+pub fn encode_transaction(changes: &[Change], first_seq: u32) -> Result<Transaction, TooLong> {
     let mut b = MsgBuilder::with_capacity(64 + changes.len() * BYTES_PER_CHANGE);
     let begin_seq = first_seq;
     let mut seq = first_seq;
@@ -68,12 +68,12 @@ pub fn encode_transaction(changes: &[Change], first_seq: u32) -> Transaction {
     }
     seq = seq.wrapping_add(1);
     batch_marker(&mut b, NFNL_MSG_BATCH_END, seq);
-    Transaction {
-        bytes: b.into_bytes(),
+    Ok(Transaction {
+        bytes: b.into_bytes()?,
         begin_seq,
         members: changes.len(),
         next_seq: seq.wrapping_add(1),
-    }
+    })
 }
 
 /// One `NEWSETELEM` (add) or `DELSETELEM` (remove) holding the change's element, in its map
@@ -207,7 +207,7 @@ mod tests {
             12, 0, 4, 0,            //     NFTA_SET_ELEM_TIMEOUT, be64 ms: 60000 = 0xea60
             0, 0, 0, 0, 0, 0, 0xea, 0x60,
         ];
-        assert_eq!(b.as_bytes(), &expected[..]);
+        assert_eq!(b.as_bytes().unwrap(), &expected[..]);
     }
 
     /// Removing from `outbound` carries only the key, and no CREATE/EXCL. Identical to nft's
@@ -236,7 +236,7 @@ mod tests {
             16, 0, 1, 0,            // 12-byte value
             192, 168, 88, 2, 6, 0, 0, 0, 0, 80, 0, 0,
         ];
-        assert_eq!(b.as_bytes(), &expected[..]);
+        assert_eq!(b.as_bytes().unwrap(), &expected[..]);
     }
 
     /// The add message for `filtered()`, checked against a capture on nft 1.0.6, kernel 6.18,
@@ -286,7 +286,7 @@ mod tests {
             12, 0, 4, 0,            //     TIMEOUT 60000 ms
             0, 0, 0, 0, 0, 0, 0xea, 0x60,
         ];
-        assert_eq!(b.as_bytes(), &expected[..]);
+        assert_eq!(b.as_bytes().unwrap(), &expected[..]);
     }
 
     /// The remove message for `filtered()`: key and key end, nothing else. Identical to nft's
@@ -320,7 +320,7 @@ mod tests {
             20, 0, 1, 0,
             6, 0, 0, 0, 0x1f, 0x90, 0, 0, 203, 0, 113, 255, 0x13, 0x87, 0, 0,
         ];
-        assert_eq!(b.as_bytes(), &expected[..]);
+        assert_eq!(b.as_bytes().unwrap(), &expected[..]);
     }
 
     fn host6() -> SocketAddrV6 {
@@ -384,7 +384,7 @@ mod tests {
             12, 0, 4, 0,            //     TIMEOUT 60000 ms
             0, 0, 0, 0, 0, 0, 0xea, 0x60,
         ];
-        assert_eq!(b.as_bytes(), &expected[..]);
+        assert_eq!(b.as_bytes().unwrap(), &expected[..]);
         let mut b = MsgBuilder::new();
         setelem(&mut b, &Change::Remove(pinhole()), 5);
         let mut removal = expected[..88].to_vec();
@@ -393,7 +393,7 @@ mod tests {
         removal[7] = 0; // REQUEST|ACK
         removal[48] = 40; // ELEMENTS: 4 + 36
         removal[52] = 36; // LIST_ELEM: 4 + 32
-        assert_eq!(b.as_bytes(), &removal[..]);
+        assert_eq!(b.as_bytes().unwrap(), &removal[..]);
     }
 
     /// The add message for `filtered_pinhole()`, checked against `nft --debug=mnl add element
@@ -438,7 +438,7 @@ mod tests {
             12, 0, 4, 0,            //     TIMEOUT 60000 ms
             0, 0, 0, 0, 0, 0, 0xea, 0x60,
         ];
-        assert_eq!(b.as_bytes(), &expected[..]);
+        assert_eq!(b.as_bytes().unwrap(), &expected[..]);
     }
 
     /// The remove message for `filtered_pinhole()`: key and key end. nft's (`nft --debug=mnl
@@ -451,13 +451,13 @@ mod tests {
         setelem(&mut added, &add(filtered_pinhole()), 5);
         let mut b = MsgBuilder::new();
         setelem(&mut b, &Change::Remove(filtered_pinhole()), 5);
-        let bytes = b.as_bytes();
+        let bytes = b.as_bytes().unwrap();
         assert_eq!(bytes.len(), 168);
         assert_eq!(&bytes[..8], &[168, 0, 0, 0, 0x0e, 0x0a, 0x05, 0x00]);
         // ELEMENTS 112 and LIST_ELEM 108; then the same key and key end as the add.
         assert_eq!(&bytes[56..64], &[112, 0, 0x03, 0x80, 108, 0, 0x01, 0x80]);
-        assert_eq!(&bytes[64..], &added.as_bytes()[64..168]);
-        assert_eq!(&bytes[8..56], &added.as_bytes()[8..56]);
+        assert_eq!(&bytes[64..], &added.as_bytes().unwrap()[64..168]);
+        assert_eq!(&bytes[8..56], &added.as_bytes().unwrap()[8..56]);
     }
 
     /// A PEER is a box of one address and one port: key end equals key, as nft sends it
@@ -473,7 +473,7 @@ mod tests {
         };
         let mut b = MsgBuilder::new();
         setelem(&mut b, &Change::Remove(peer), 1);
-        let bytes = b.into_bytes();
+        let bytes = b.into_bytes().unwrap();
         let key = keys::filtered_key(Protocol::Udp, 5353, Ipv4Addr::new(198, 51, 100, 7), 4000);
         let at: Vec<usize> = bytes
             .windows(16)
@@ -488,7 +488,7 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn batch_is_framed_by_begin_and_end() {
-        let t = encode_transaction(&[], 100);
+        let t = encode_transaction(&[], 100).unwrap();
         #[rustfmt::skip]
         let expected: Vec<u8> = vec![
             20, 0, 0, 0, 0x10, 0, 0x01, 0, 100, 0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 10,
@@ -510,7 +510,7 @@ mod tests {
             add(pinhole()),
             Change::Remove(filtered_pinhole()),
         ];
-        let t = encode_transaction(&changes, u32::MAX); // numbering wraps
+        let t = encode_transaction(&changes, u32::MAX).unwrap(); // numbering wraps
         assert_eq!(t.members, 6);
         assert_eq!(t.first_member_seq(), 0);
         let msgs: Vec<_> = messages(&t.bytes).collect();

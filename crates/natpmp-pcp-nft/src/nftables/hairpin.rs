@@ -7,7 +7,7 @@ use super::{batch_marker, nft_type, NFPROTO_INET, TABLE};
 use super::{NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM};
 use super::{NFTA_DATA_VALUE, NFTA_LIST_ELEM, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY};
 use super::{NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE};
-use crate::nl::{MsgBuilder, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
+use crate::nl::{MsgBuilder, TooLong, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use std::net::Ipv4Addr;
 
 /// The two plain sets hairpin uses.
@@ -77,7 +77,7 @@ pub fn encode_hairpin(
     external: Option<Ipv4Addr>,
     ranges: &[(u32, u32)],
     first_seq: u32,
-) -> HairpinTransaction {
+) -> Result<HairpinTransaction, TooLong> {
     let mut b = MsgBuilder::with_capacity(256 + ranges.len() * 64);
     let begin_seq = first_seq;
     let mut seq = first_seq;
@@ -108,12 +108,12 @@ pub fn encode_hairpin(
     }
     seq = seq.wrapping_add(1);
     batch_marker(&mut b, NFNL_MSG_BATCH_END, seq);
-    HairpinTransaction {
-        bytes: b.into_bytes(),
+    Ok(HairpinTransaction {
+        bytes: b.into_bytes()?,
         begin_seq,
         members,
         next_seq: seq.wrapping_add(1),
-    }
+    })
 }
 
 /// `DELSETELEM` without an element list: the kernel removes every element of the set.
@@ -234,7 +234,7 @@ mod tests {
     #[test]
     fn hairpin_transaction_matches_hand_layout() {
         let lan = lan_ranges(&[net([192, 168, 88, 1], 24)]).unwrap();
-        let tx = encode_hairpin(Some(Ipv4Addr::new(203, 0, 113, 1)), &lan, 40);
+        let tx = encode_hairpin(Some(Ipv4Addr::new(203, 0, 113, 1)), &lan, 40).unwrap();
         #[rustfmt::skip]
         let expected: Vec<u8> = vec![
             // BATCH_BEGIN
@@ -290,12 +290,36 @@ mod tests {
     /// Turning hairpin off is two flushes and nothing else.
     #[test]
     fn hairpin_off_only_flushes() {
-        let tx = encode_hairpin(None, &[], 1);
+        let tx = encode_hairpin(None, &[], 1).unwrap();
         let types: Vec<u16> = messages(&tx.bytes).map(|m| m.ty).collect();
         assert_eq!(types, vec![0x10, 0x0a0e, 0x0a0e, 0x11]);
         assert_eq!(
             tx.members,
             vec![(2, "flush set wan_addr"), (3, "flush set lan_nets")]
         );
+    }
+
+    #[test]
+    fn thousands_of_internal_networks_are_refused_not_truncated() {
+        // Every other /32 of 10.0.0.0/8: ranges that never merge, two elements each (24 and 16
+        // bytes), so the element list outgrows netlink's 65 535-byte nest near 1 640 ranges.
+        let nets = |n: u32| -> Vec<(Ipv4Addr, u8)> {
+            (0..n)
+                .map(|i| (Ipv4Addr::from(0x0a00_0000 + 2 * i), 32))
+                .collect()
+        };
+        let fits = lan_ranges(&nets(1600)).unwrap();
+        let tx = encode_hairpin(None, &fits, 1).expect("1600 ranges fit one nest");
+        // Batch begin, flush wan_addr, flush lan_nets, add lan_nets, batch end.
+        let add = messages(&tx.bytes).nth(3).expect("the lan_nets add");
+        assert!(add.payload.len() > 60_000, "{}", add.payload.len());
+
+        let too_many = lan_ranges(&nets(3000)).unwrap();
+        let e = match encode_hairpin(Some(Ipv4Addr::new(203, 0, 113, 1)), &too_many, 1) {
+            Ok(tx) => panic!("encoded a {} byte batch", tx.bytes.len()),
+            Err(e) => e,
+        };
+        assert_eq!((e.ty, e.max), (NFTA_SET_ELEM_LIST_ELEMENTS, 65_535));
+        assert!(e.len > 65_535, "{e:?}");
     }
 }

@@ -1,0 +1,5 @@
+//! Dumped conntrack entries (conntrack.rs).
+//! The body lives in `natpmp_pcp_nft::fuzzing`, which the stable corpus replay test runs too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| natpmp_pcp_nft::fuzzing::conntrack(data));

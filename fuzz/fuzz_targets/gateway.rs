@@ -1,0 +1,5 @@
+//! A Gateway<FakeForwarder> fed structured step sequences, invariants after every step.
+//! The body lives in `natpmp_pcp_core::fuzzing`, which the stable corpus replay test runs too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| natpmp_pcp_core::fuzzing::gateway(data));

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Run every cargo-fuzz target for SECONDS each (default 60), one after another, on the nightly
+# toolchain, and print the executions libFuzzer reports for each. Crashes are written to
+# fuzz/artifacts/<target>/ and stop the run with a non-zero exit. See docs/fuzzing.md.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+#
+# New corpus entries go to fuzz/corpus/<target>/; minimise before committing them:
+#   cd fuzz && cargo +nightly fuzz cmin <target>
+set -euo pipefail
+
+seconds=${1:-60}
+shift || true
+cd "$(dirname "$0")/../fuzz"
+
+if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then
+    echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]  (SECONDS a positive integer)" >&2
+    exit 2
+fi
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "fuzz.sh: the nightly toolchain is missing; install it with: rustup toolchain install nightly" >&2
+    exit 1
+fi
+if ! cargo fuzz --help >/dev/null 2>&1; then
+    echo "fuzz.sh: cargo-fuzz is missing; install it with: cargo install cargo-fuzz --locked" >&2
+    exit 1
+fi
+
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+
+# The shared build lock of the project, when it exists (several people on one machine).
+lock=()
+if command -v flock >/dev/null 2>&1; then
+    lock=(flock /tmp/natpmpd-cargo.lock)
+fi
+"${lock[@]}" cargo +nightly fuzz build -O
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+declare -A execs
+status=0
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t"
+    echo "== $t: ${seconds}s"
+    # -close_fd_mask=3: the targets log nothing worth keeping; the final stats go to stderr
+    # anyway, which is where libFuzzer's summary line is read from.
+    if ! nice -n 19 cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
+        -max_total_time="$seconds" -print_final_stats=1 -max_len=4096 \
+        >"$logs/$t.log" 2>&1; then
+        status=1
+        echo "!! $t failed; the last lines of its log:"
+        tail -n 30 "$logs/$t.log"
+    fi
+    execs[$t]=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -n 1)
+    echo "   executions: ${execs[$t]:-unknown}"
+done
+
+echo
+echo "executions per target (${seconds}s each):"
+for t in "${targets[@]}"; do
+    printf '  %-16s %s\n' "$t" "${execs[$t]:-unknown}"
+done
+exit "$status"
