@@ -248,3 +248,30 @@ fn a_shutdown_snapshot_after_a_crash_recovery_is_clean_again() {
     assert!(snapshot.clean);
     assert_eq!(snapshot.records.len(), 1);
 }
+
+#[test]
+fn a_crash_before_the_first_lease_save_is_taken_over_from_the_kernel() {
+    let mut before = Gw::new();
+    before.map_ok(A, TCP, 80, 40080, 3600);
+    // Killed before any lease file was written: the daemon starts with none.
+    let (gw, started) = Gw::started_on(
+        before.kernel.clone(),
+        gateway_config(EngineConfig::default()),
+        RESTART,
+        Some(EXT),
+        None,
+    );
+    assert_eq!(started.recovery.unwrap().adopted, 1);
+    assert_eq!(gw.elements(), pair(TCP, EXT, 40080, A, 80));
+}
+
+#[test]
+fn a_first_start_on_an_empty_kernel_is_not_a_recovery() {
+    let (_, started) = Gw::started(
+        gateway_config(EngineConfig::default()),
+        RESTART,
+        Some(EXT),
+        None,
+    );
+    assert_eq!(started.recovery, None);
+}

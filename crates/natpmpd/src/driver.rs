@@ -246,7 +246,7 @@ impl Daemon {
             let dropped = started.recovery.as_ref().map_or(0, |r| r.dropped);
             info!(
                 "restored {} mapping(s){}{}",
-                started.restored - dropped,
+                started.restored.saturating_sub(dropped),
                 match (started.epoch_continued, &started.recovery) {
                     (true, _) => "; the epoch continues",
                     (false, Some(r)) if r.lost.is_some() =>
@@ -260,6 +260,11 @@ impl Daemon {
                     ),
                     _ => String::new(),
                 }
+            );
+        } else if let Some(r) = &started.recovery {
+            info!(
+                "no lease file, but natpmpd's kernel table held mappings of an earlier run: {} taken over",
+                r.adopted
             );
         }
         self.open_sockets()?;

@@ -29,6 +29,10 @@ pub struct RequestSocket {
     v6: bool,
 }
 
+/// The receive queue asked for on each request socket, bytes (the kernel doubles it for its
+/// bookkeeping; a small datagram takes ~1 KiB of it, so this holds a few thousand).
+const RECEIVE_QUEUE: libc::c_int = 4 << 20;
+
 fn os(e: nix::errno::Errno) -> io::Error {
     io::Error::from(e)
 }
@@ -82,6 +86,20 @@ impl RequestSocket {
     }
 
     fn register(socket: UdpSocket, v6: bool) -> io::Result<RequestSocket> {
+        // A flood from one host (which the rate limit then drops) must not fill the queue
+        // before the loop reads it and cost other hosts their requests: a deep queue.
+        // SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN, which natpmpd has;
+        // without it, SO_RCVBUF gets what rmem_max allows.
+        if set_int(
+            &socket,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            RECEIVE_QUEUE,
+        )
+        .is_err()
+        {
+            let _ = set_int(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, RECEIVE_QUEUE);
+        }
         Ok(RequestSocket {
             socket: {
                 // SAFETY: `socket` is an owned, open descriptor that moves into the AsyncFd and

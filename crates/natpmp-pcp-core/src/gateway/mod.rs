@@ -171,6 +171,8 @@ pub struct Gateway<F: Forwarder> {
     lease_due: Option<Timestamp>,
     lease_failing: bool,
     next_drift_check: Timestamp,
+    /// When the kernel's elements are next listed and compared (see `drift::element_check_interval`).
+    next_element_check: Timestamp,
     /// Elements removed for good whose flows are yet to be ended (after the replies).
     flows_to_clear: Vec<Element>,
     /// The internal interfaces' IPv6 prefixes in the last snapshot: a pinhole whose host's
@@ -202,6 +204,7 @@ impl<F: Forwarder> Gateway<F> {
             lease_due: None,
             lease_failing: false,
             next_drift_check: now + DRIFT_CHECK,
+            next_element_check: now,
             flows_to_clear: Vec::new(),
             v6_prefixes: Vec::new(),
             reported_missing: HashSet::new(),
@@ -270,6 +273,10 @@ impl<F: Forwarder> Gateway<F> {
             if !r.clean {
                 self.reconcile_after_crash(now, &mut started);
             }
+        } else if self.forwarder.list().is_ok_and(|k| !k.is_empty()) {
+            // No lease file, but our table survived with elements in it: the last run died
+            // before its first save (or the file was removed). Take over what can be.
+            self.reconcile_after_crash(now, &mut started);
         }
         started.installed = self.rebuild(now)?;
         self.serving = true;

@@ -26,8 +26,8 @@ fn request(h: usize, k: usize) -> [u8; 12] {
 }
 
 /// Sends every host's requests `from..to` (its own share), `WINDOW` at a time, resending what
-/// got no answer; returns the wall time.
-fn pipelined(lab: &Lab, hosts: &[Ipv4Addr], from: usize, to: usize) -> Duration {
+/// got no answer; returns the wall time and how many requests never got one.
+fn pipelined(lab: &Lab, hosts: &[Ipv4Addr], from: usize, to: usize) -> (Duration, usize) {
     let start = Instant::now();
     let per_host = |range: (usize, usize), h: usize| -> Vec<[u8; 12]> {
         (range.0..range.1).map(|k| request(h, k)).collect()
@@ -44,6 +44,7 @@ fn pipelined(lab: &Lab, hosts: &[Ipv4Addr], from: usize, to: usize) -> Duration 
                     .unwrap();
                 let to = SocketAddrV4::new(GW_LAN, NATPMP_PORT);
                 let mut buf = [0u8; 64];
+                let mut unanswered = 0;
                 for chunk in work.chunks(WINDOW) {
                     let mut waiting: HashSet<(u8, u16)> = chunk
                         .iter()
@@ -81,10 +82,11 @@ fn pipelined(lab: &Lab, hosts: &[Ipv4Addr], from: usize, to: usize) -> Duration 
             })
         })
         .collect();
-    for t in tasks {
-        t.join(Duration::from_secs(300));
-    }
-    start.elapsed()
+    let unanswered = tasks
+        .into_iter()
+        .map(|t| t.join(Duration::from_secs(300)))
+        .sum();
+    (start.elapsed(), unanswered)
 }
 
 /// The daemon's resident memory, bytes.
@@ -104,17 +106,18 @@ pub fn run(extra: &str) {
     start(&mut lab, extra);
     let pid = lab.daemon_pid();
     let before = rss(pid);
-    let first = pipelined(&lab, &hosts, 0, PROBE_AT * 2);
-    let middle = pipelined(&lab, &hosts, PROBE_AT * 2, TOTAL - PROBE_AT * 2);
-    let last = pipelined(&lab, &hosts, TOTAL - PROBE_AT * 2, TOTAL);
+    let (first, lost_first) = pipelined(&lab, &hosts, 0, PROBE_AT * 2);
+    let (middle, lost_middle) = pipelined(&lab, &hosts, PROBE_AT * 2, TOTAL - PROBE_AT * 2);
+    let (last, lost_last) = pipelined(&lab, &hosts, TOTAL - PROBE_AT * 2, TOTAL);
     let total = first + middle + last;
+    let unanswered = lost_first + lost_middle + lost_last;
     // Let a lease save and the allocator's growth settle before reading memory.
     std::thread::sleep(Duration::from_secs(2));
     let after = rss(pid);
     let listed = lab.mappings().len();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / (PROBE_AT * 2) as f64;
     println!(
-        "fill: {listed} mappings from {} hosts in {:.2} s ({:.0}/s)",
+        "fill: {listed} mappings from {} hosts in {:.2} s ({:.0}/s); {unanswered} requests unanswered after 20 tries",
         hosts.len(),
         total.as_secs_f64(),
         listed as f64 / total.as_secs_f64()
