@@ -73,12 +73,9 @@ fn pipelined(lab: &Lab, hosts: &[Ipv4Addr], from: usize, to: usize) -> (Duration
                             break;
                         }
                     }
-                    assert!(
-                        waiting.is_empty(),
-                        "no answer to {} requests",
-                        waiting.len()
-                    );
+                    unanswered += waiting.len();
                 }
+                unanswered
             })
         })
         .collect();
