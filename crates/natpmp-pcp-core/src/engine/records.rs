@@ -122,6 +122,17 @@ impl Engine {
             start: now,
             carry: epoch_seconds,
         };
+        self.bring_back(now, records, changes)
+    }
+
+    /// `restore` without touching the epoch: the records, staged, skipping what has expired
+    /// or clashes with what is held.
+    fn bring_back(
+        &mut self,
+        now: Timestamp,
+        records: &[MappingRecord],
+        changes: &mut Vec<Change>,
+    ) -> usize {
         let mut restored = 0;
         let mut touched = Vec::new();
         for r in records {
@@ -234,13 +245,7 @@ impl Engine {
                     adopted += 1;
                 }
                 Some(_) => {}
-                None => {
-                    // `restore` with the epoch as it stands leaves the epoch as it is.
-                    let epoch = self.epoch_seconds(now);
-                    let epoch_state = self.epoch;
-                    adopted += self.restore(now, epoch, std::slice::from_ref(r), changes);
-                    self.epoch = epoch_state;
-                }
+                None => adopted += self.bring_back(now, std::slice::from_ref(r), changes),
             }
         }
         adopted

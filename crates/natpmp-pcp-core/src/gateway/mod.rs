@@ -271,12 +271,18 @@ impl<F: Forwarder> Gateway<F> {
             let mut staged = Vec::new();
             started.restored = self.engine.restore(now, epoch, &r.records, &mut staged);
             if !r.clean {
-                self.reconcile_after_crash(now, &mut started);
+                let kernel = self.forwarder.list();
+                self.reconcile_after_crash(now, kernel, &mut started);
             }
-        } else if self.forwarder.list().is_ok_and(|k| !k.is_empty()) {
+        } else {
             // No lease file, but our table survived with elements in it: the last run died
             // before its first save (or the file was removed). Take over what can be.
-            self.reconcile_after_crash(now, &mut started);
+            match self.forwarder.list() {
+                Ok(kernel) if !kernel.is_empty() => {
+                    self.reconcile_after_crash(now, Ok(kernel), &mut started)
+                }
+                _ => {}
+            }
         }
         started.installed = self.rebuild(now)?;
         self.serving = true;

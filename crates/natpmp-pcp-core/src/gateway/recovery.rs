@@ -30,7 +30,7 @@ use super::{Gateway, Started};
 use crate::engine::mapping::Owner;
 use crate::engine::project::KERNEL_TIMEOUT_GRACE;
 use crate::engine::records::{MappingRecord, RecordKind};
-use crate::kernel::{Element, Forwarder};
+use crate::kernel::{Element, Forwarder, KernelError};
 use crate::time::Timestamp;
 use crate::Protocol;
 use std::collections::{HashMap, HashSet};
@@ -56,11 +56,17 @@ pub struct Recovery {
 }
 
 impl<F: Forwarder> Gateway<F> {
-    /// Compare the leases just restored with the kernel's table before the rebuild replaces
-    /// it (see the module comment for the rule).
-    pub(super) fn reconcile_after_crash(&mut self, now: Timestamp, started: &mut Started) {
+    /// Compare the leases just restored with `kernel`, the table's listing taken before the
+    /// rebuild replaces it (see the module comment for the rule). The caller lists once: a
+    /// listing of a large table is the costly part.
+    pub(super) fn reconcile_after_crash(
+        &mut self,
+        now: Timestamp,
+        kernel: Result<Vec<(Element, Duration)>, KernelError>,
+        started: &mut Started,
+    ) {
         let mut recovery = Recovery::default();
-        match self.forwarder.list() {
+        match kernel {
             Err(e) => {
                 recovery.lost = Some(format!(
                     "the last run did not stop cleanly and its kernel table is gone ({e})"
