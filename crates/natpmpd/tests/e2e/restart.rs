@@ -56,16 +56,6 @@ fn lease_file_mappings(lab: &Lab) -> Option<Vec<serde_json::Value>> {
     v.get("mappings")?.as_array().cloned()
 }
 
-/// Real UDP from a fresh inet socket to `ext` comes back from the LAN echo server.
-fn udp_passes(lab: &Lab, ext: u16, tag: &str) -> bool {
-    (0..3).any(|i| {
-        let msg = format!("udp-{i}");
-        matches!(udp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, ext), &msg),
-            Some((r, from)) if r == format!("{tag}:{msg}")
-                && from == SocketAddrV4::new(GW_EXT, ext).into())
-    })
-}
-
 fn table_present(lab: &Lab) -> bool {
     lab.gw_tables().contains("table inet natpmpd")
 }

@@ -283,3 +283,14 @@ pub fn collect_datagrams(
         got
     })
 }
+
+/// Real UDP from a fresh inet socket to the external address's port `ext` comes back from
+/// the LAN echo server tagged `tag`, from that same address and port (up to three tries).
+pub fn udp_passes(lab: &Lab, ext: u16, tag: &str) -> bool {
+    (0..3).any(|i| {
+        let msg = format!("udp-{i}");
+        matches!(udp_roundtrip(&lab.inet, SocketAddrV4::new(GW_EXT, ext), &msg),
+            Some((r, from)) if r == format!("{tag}:{msg}")
+                && from == SocketAddrV4::new(GW_EXT, ext).into())
+    })
+}
