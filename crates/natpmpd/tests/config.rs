@@ -1,7 +1,10 @@
 //! The configuration file: the documented example, defaults, and every kind of error, each
 //! checked for the key path and the line it names.
 
-use natpmpd::config::{Backend, Config, ConfigError, InterfaceConfig, InterfaceKind};
+mod config_support;
+
+use config_support::{expect_error, parse};
+use natpmpd::config::{Backend, Config, InterfaceConfig, InterfaceKind};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -31,30 +34,6 @@ type = "external"
 interface = "ether2"
 type = "internal"
 "#;
-
-fn parse(text: &str) -> Config {
-    Config::parse(text, "/etc/natpmpd.toml").unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Parses `text`, expects an error at `line` about `key`, whose message contains `needle`;
-/// also checks the whole `FILE:LINE:COL: key: problem` form.
-fn expect_error(text: &str, line: usize, key: &str, needle: &str) -> ConfigError {
-    let err = match Config::parse(text, "/etc/natpmpd.toml") {
-        Ok(c) => panic!("expected an error about {key}, got {c:?}"),
-        Err(e) => e,
-    };
-    let message = err.to_string();
-    assert_eq!(err.line(), Some(line), "{message}");
-    assert_eq!(err.key(), Some(key), "{message}");
-    let column = err.column().expect("a column");
-    assert!(
-        message.starts_with(&format!("/etc/natpmpd.toml:{line}:{column}: {key}: ")),
-        "{message}"
-    );
-    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-    assert!(!message.contains('\n'), "one line: {message:?}");
-    err
-}
 
 #[test]
 fn example_parses_with_its_values_and_defaults() {

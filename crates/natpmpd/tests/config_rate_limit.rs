@@ -1,31 +1,13 @@
 //! The `rate-limit` and `rate-limit-burst` keys: defaults, values, errors (each with its
 //! `FILE:LINE:COL: key: problem`), and what reaches the gateway.
 
+mod config_support;
+
+use config_support::{expect_error, parse};
 use natpmp_pcp_core::gateway::rate_limit::RateLimitConfig;
 use natpmpd::config::{
-    Config, DEFAULT_MAX_MAPPINGS_PER_CLIENT, DEFAULT_RATE_LIMIT, DEFAULT_RATE_LIMIT_BURST,
+    DEFAULT_MAX_MAPPINGS_PER_CLIENT, DEFAULT_RATE_LIMIT, DEFAULT_RATE_LIMIT_BURST,
 };
-
-fn parse(text: &str) -> Config {
-    Config::parse(text, "/etc/natpmpd.toml").unwrap_or_else(|e| panic!("{e}"))
-}
-
-#[track_caller]
-fn expect_error(text: &str, line: usize, key: &str, needle: &str) {
-    let err = match Config::parse(text, "/etc/natpmpd.toml") {
-        Ok(c) => panic!("expected an error about {key}, got {c:?}"),
-        Err(e) => e,
-    };
-    let message = err.to_string();
-    assert_eq!(err.line(), Some(line), "{message}");
-    assert_eq!(err.key(), Some(key), "{message}");
-    let column = err.column().expect("a column");
-    assert!(
-        message.starts_with(&format!("/etc/natpmpd.toml:{line}:{column}: {key}: ")),
-        "{message}"
-    );
-    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-}
 
 #[test]
 fn defaults_are_100_a_second_with_a_burst_of_300() {
