@@ -15,25 +15,18 @@ use crate::local_sockets;
 use crate::metrics::{self, Metrics};
 use crate::netif::{self, Monitor};
 use crate::notify::{self, Notifier};
-use crate::udp::{Received, RequestSocket};
+use crate::udp::{Outbound, RequestSocket};
 use anyhow::Context;
 use natpmp_pcp_core::kernel::{Forwarder, KernelError, NullForwarder};
 use natpmp_pcp_core::wire::natpmp::SERVER_PORT;
 use natpmp_pcp_core::{Datagram, Gateway, Outgoing, Timestamp};
 use natpmp_pcp_nft::NftForwarder;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
-
-/// Datagrams handled per wake-up before timers, events and the control socket get a turn.
-const BATCH: usize = 64;
-/// Room for the largest request worth reading: PCP's 1100 bytes, with margin. A longer
-/// datagram is cut to this and answered MALFORMED_REQUEST (it is over 1100 either way).
-const RECV_BUFFER: usize = 2048;
 
 /// Build the kernel backend the configuration names.
 pub fn make_forwarder(backend: Backend) -> anyhow::Result<Box<dyn Forwarder>> {
@@ -52,15 +45,6 @@ struct Sockets {
     v6: Option<Rc<RequestSocket>>,
 }
 
-impl Sockets {
-    fn for_destination(&self, to: &SocketAddr) -> Option<&RequestSocket> {
-        match to {
-            SocketAddr::V4(_) => Some(&self.v4),
-            SocketAddr::V6(_) => self.v6.as_deref(),
-        }
-    }
-}
-
 struct Daemon {
     config_path: PathBuf,
     config: Config,
@@ -68,7 +52,6 @@ struct Daemon {
     /// `None` while not serving: then port 5351 is not even open.
     sockets: Option<Sockets>,
     origin: Instant,
-    buffers: Vec<Vec<u8>>,
     /// Whether reading the router's own sockets failed last time (logged once).
     local_sockets_failing: bool,
     lease_writer: LeaseWriter,
@@ -123,7 +106,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         gateway,
         sockets: None,
         origin,
-        buffers: vec![vec![0u8; RECV_BUFFER]; BATCH],
         local_sockets_failing: false,
         lease_writer,
         metrics,
@@ -150,19 +132,19 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             .set_status(|| notify::status_line(&daemon.gateway));
         let v4 = daemon.sockets.as_ref().map(|s| s.v4.clone());
         let v6 = daemon.sockets.as_ref().and_then(|s| s.v6.clone());
-        let readable = |socket: Option<Rc<RequestSocket>>| async move {
+        let receive = |socket: Option<Rc<RequestSocket>>| async move {
             match &socket {
-                Some(s) => s.readable().await.map(|()| socket.clone()),
+                Some(s) => s.receive().await.map(|()| socket.clone()),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            r = readable(v4) => {
+            r = receive(v4) => {
                 if let Some(s) = r.context("waiting for IPv4 requests")? {
                     daemon.on_requests(&s);
                 }
             }
-            r = readable(v6) => {
+            r = receive(v6) => {
                 if let Some(s) = r.context("waiting for IPv6 requests")? {
                     daemon.on_requests(&s);
                 }
@@ -339,36 +321,30 @@ impl Daemon {
         self.gateway.set_local_sockets(now, sockets);
     }
 
+    /// The datagrams `socket` just read (up to BATCH, one recvmmsg): answered in one pass of
+    /// the gateway, one kernel transaction and one sendmmsg per socket.
     fn on_requests(&mut self, socket: &RequestSocket) {
         let read_at = Instant::now();
-        let mut received: Vec<Received> = Vec::with_capacity(BATCH);
-        for buf in self.buffers.iter_mut() {
-            match socket.try_recv(buf) {
-                Ok(Some(r)) => received.push(r),
-                Ok(None) => break,
-                Err(e) => {
-                    warn!("receiving: {e}");
-                    break;
-                }
-            }
-        }
+        let received = socket.received();
         if received.is_empty() {
             return;
         }
-        let datagrams = received.iter().zip(&self.buffers).map(|(r, buf)| Datagram {
+        let datagrams = received.datagrams().map(|(r, payload)| Datagram {
             source: r.source,
             destination: r.destination,
             ifindex: r.ifindex,
-            payload: &buf[..r.len.min(buf.len())],
+            payload,
         });
         let mut out = Vec::with_capacity(received.len());
         let now = self.now();
         self.gateway.handle_datagrams(now, datagrams, &mut out);
+        let count = received.len();
+        drop(received);
         if let Some(sockets) = &self.sockets {
             send_all(sockets, &out);
         }
         if let Some(m) = &mut self.metrics {
-            m.update(&self.gateway, now, Some((read_at, received.len())), false);
+            m.update(&self.gateway, now, Some((read_at, count)), false);
         }
         // After the replies: a conntrack clearing walks the whole conntrack table.
         self.gateway.clear_flows();
@@ -519,15 +495,22 @@ impl Daemon {
 }
 
 /// Send each datagram on the socket of its family (a reply to an IPv6 request, or an
-/// announcement to ff02::1, on the IPv6 one).
+/// announcement to ff02::1, on the IPv6 one), a batch per socket.
 fn send_all(sockets: &Sockets, out: &[Outgoing]) {
-    for o in out {
-        let Some(socket) = sockets.for_destination(&o.to) else {
-            continue;
-        };
-        if let Err(e) = socket.send_from(&o.payload, o.from, o.ifindex, o.to) {
-            debug!("datagram to {} not sent: {e}", o.to);
-        }
+    let (v4, v6): (Vec<Outbound<'_>>, Vec<Outbound<'_>>) = out
+        .iter()
+        .map(|o| Outbound {
+            payload: &o.payload,
+            from: o.from,
+            ifindex: o.ifindex,
+            to: o.to,
+        })
+        .partition(|o| o.to.is_ipv4());
+    if !v4.is_empty() {
+        sockets.v4.send(&v4);
+    }
+    if let (Some(socket), false) = (&sockets.v6, v6.is_empty()) {
+        socket.send(&v6);
     }
 }
 

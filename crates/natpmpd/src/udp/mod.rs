@@ -5,28 +5,27 @@
 //! RFC 6887 §8.3): global, ULA or link-local.
 
 use nix::sys::socket::{
-    bind, recvmsg, sendmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessage,
-    ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
 };
-use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::cell::{Ref, RefCell};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use tokio::io::unix::AsyncFd;
+use tracing::{debug, warn};
 
-/// Where a received datagram came from and in, and how long it is.
-#[derive(Clone, Copy, Debug)]
-pub struct Received {
-    pub source: SocketAddr,
-    /// The destination address in the IP header (may be broadcast or multicast).
-    pub destination: IpAddr,
-    /// The interface it arrived on.
-    pub ifindex: u32,
-    pub len: usize,
-}
+mod batch;
+
+pub use batch::{Outbound, Received, BATCH, RECV_BUFFER};
+use batch::{ReceiveBatch, SendBatch};
 
 pub struct RequestSocket {
     socket: AsyncFd<UdpSocket>,
     v6: bool,
+    /// What the last [`RequestSocket::receive`] read. The event loop is single-threaded and
+    /// never holds a borrow across an await, so the cells are never borrowed twice.
+    received: RefCell<ReceiveBatch>,
+    sending: RefCell<SendBatch>,
 }
 
 /// The receive queue asked for on each request socket, bytes (the kernel doubles it for its
@@ -107,136 +106,49 @@ impl RequestSocket {
                 unsafe { AsyncFd::register(socket) }?
             },
             v6,
+            received: RefCell::new(ReceiveBatch::new()),
+            sending: RefCell::new(SendBatch::new()),
         })
     }
 
-    pub async fn readable(&self) -> io::Result<()> {
-        let mut guard = self.socket.readable().await?;
-        guard.clear_ready();
-        Ok(())
+    /// The local address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.get_ref().local_addr()
     }
 
-    /// Receive one datagram into `buf` without blocking; `Ok(None)` when none is queued.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        let fd = self.socket.get_ref().as_raw_fd();
-        let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg = match recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
-        {
-            Ok(m) => m,
-            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let source = msg.address.and_then(|a| {
-            if let Some(v4) = a.as_sockaddr_in() {
-                Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())))
-            } else {
-                a.as_sockaddr_in6().map(|v6| {
-                    SocketAddr::V6(SocketAddrV6::new(
-                        v6.ip(),
-                        v6.port(),
-                        v6.flowinfo(),
-                        v6.scope_id(),
-                    ))
-                })
+    /// Wait until datagrams are queued and read up to [`BATCH`] of them in one recvmmsg; they
+    /// are in [`RequestSocket::received`] until the next call. A receive error other than an
+    /// empty queue is logged and leaves the batch empty.
+    pub async fn receive(&self) -> io::Result<()> {
+        loop {
+            let mut guard = self.socket.readable().await?;
+            let fd = guard.get_inner().as_raw_fd();
+            // try_io clears the readiness only when the queue was found empty, with the
+            // readiness it was given: a datagram that arrives after that wakes us again.
+            match guard.try_io(|_| self.received.borrow_mut().receive(fd)) {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => {
+                    warn!("receiving: {e}");
+                    return Ok(());
+                }
+                Err(_would_block) => continue,
             }
+        }
+    }
+
+    /// The datagrams the last [`RequestSocket::receive`] read.
+    pub fn received(&self) -> Ref<'_, ReceiveBatch> {
+        self.received.borrow()
+    }
+
+    /// Send each datagram in `out` from its own address and interface, [`BATCH`] per
+    /// sendmmsg; one the kernel refuses is logged and skipped.
+    pub fn send(&self, out: &[Outbound<'_>]) {
+        let fd = self.socket.get_ref().as_raw_fd();
+        self.sending.borrow_mut().send(fd, self.v6, out, |o, e| {
+            debug!("datagram to {} not sent: {e}", o.to)
         });
-        let Some(source) = source else {
-            return Ok(None);
-        };
-        let mut destination = None;
-        let mut ifindex = 0;
-        for c in msg.cmsgs().map_err(io::Error::from)? {
-            match c {
-                ControlMessageOwned::Ipv4PacketInfo(info) => {
-                    destination = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        info.ipi_addr.s_addr,
-                    ))));
-                    ifindex = info.ipi_ifindex as u32;
-                }
-                ControlMessageOwned::Ipv6PacketInfo(info) => {
-                    destination = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-                    ifindex = info.ipi6_ifindex;
-                }
-                _ => {}
-            }
-        }
-        // No arrival information: the gateway could not tell where it came from; drop it.
-        let Some(destination) = destination else {
-            return Ok(None);
-        };
-        Ok(Some(Received {
-            source,
-            destination,
-            ifindex,
-            len: msg.bytes,
-        }))
     }
-
-    /// Send `payload` to `to` from local address `from` out of interface `ifindex`.
-    pub fn send_from(
-        &self,
-        payload: &[u8],
-        from: IpAddr,
-        ifindex: u32,
-        to: SocketAddr,
-    ) -> io::Result<()> {
-        let fd = self.socket.get_ref().as_raw_fd();
-        let iov = [IoSlice::new(payload)];
-        match (from, to, self.v6) {
-            (IpAddr::V4(from), SocketAddr::V4(to), false) => {
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: ifindex as libc::c_int,
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from(from).to_be(),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                sendmsg(
-                    fd,
-                    &iov,
-                    &[ControlMessage::Ipv4PacketInfo(&info)],
-                    MsgFlags::empty(),
-                    Some(&SockaddrIn::from(to)),
-                )
-            }
-            (IpAddr::V6(from), SocketAddr::V6(to), true) => {
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: from.octets(),
-                    },
-                    ipi6_ifindex: ifindex,
-                };
-                // A link-local destination needs its interface as scope.
-                let to = if to.scope_id() == 0 && is_link_scope(to.ip()) {
-                    SocketAddrV6::new(*to.ip(), to.port(), 0, ifindex)
-                } else {
-                    to
-                };
-                sendmsg(
-                    fd,
-                    &iov,
-                    &[ControlMessage::Ipv6PacketInfo(&info)],
-                    MsgFlags::empty(),
-                    Some(&SockaddrIn6::from(to)),
-                )
-            }
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("cannot send from {from} to {to} on this socket"),
-                ))
-            }
-        }
-        .map(|_| ())
-        .map_err(io::Error::from)
-    }
-}
-
-/// Link-local unicast (fe80::/10) or link-scope multicast (ff02::/16).
-fn is_link_scope(a: &Ipv6Addr) -> bool {
-    let s = a.segments();
-    (s[0] & 0xffc0) == 0xfe80 || (s[0] & 0xff0f) == 0xff02
 }
 
 fn set_int(
@@ -260,3 +172,6 @@ fn set_int(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
