@@ -22,6 +22,10 @@ use tracing::{info, warn};
 /// less often with the square of the size, keeping it near 0.5 % of the time; at most every
 /// 10 minutes. The table's shape (a flushed table, a deleted chain: the common drift) is still
 /// checked every `DRIFT_CHECK`, at a cost that does not grow with the table.
+///
+/// The interval is judged at the size the table has when the listing falls due: one scheduled
+/// while it was small is put off when it has grown into a longer interval since (a fill from
+/// empty would otherwise list tens of thousands of elements in the middle of it).
 pub fn element_check_interval(mappings: usize) -> Duration {
     let scale = (mappings / 5_000).max(1) as u64;
     (DRIFT_CHECK * scale.saturating_mul(scale).min(u32::MAX as u64) as u32)
@@ -88,7 +92,21 @@ impl<F: Forwarder> Gateway<F> {
             self.stats.drift_checked(now, super::DriftFinding::Intact);
             return;
         }
-        self.next_element_check = now + element_check_interval(self.engine.len());
+        let size = self.engine.len();
+        if damage.is_none()
+            && element_check_interval(size) > element_check_interval(self.element_check_size)
+        {
+            // The table has grown into a longer interval since this listing was scheduled (a
+            // fill): space it by the size it has now instead of paying for the listing in the
+            // middle of the growth. Every element added meanwhile was acknowledged by the
+            // kernel; the shape check above still ran.
+            self.element_check_size = size;
+            self.next_element_check = now + element_check_interval(size);
+            self.stats.drift_checked(now, super::DriftFinding::Intact);
+            return;
+        }
+        self.element_check_size = size;
+        self.next_element_check = now + element_check_interval(size);
         let kernel = match damage {
             None => match self.forwarder.list() {
                 Ok(k) => Ok(k),

@@ -24,6 +24,7 @@
 pub mod announce;
 mod batch;
 mod drift;
+pub use drift::element_check_interval;
 pub mod interfaces;
 mod leases;
 mod links;
@@ -173,6 +174,8 @@ pub struct Gateway<F: Forwarder> {
     next_drift_check: Timestamp,
     /// When the kernel's elements are next listed and compared (see `drift::element_check_interval`).
     next_element_check: Timestamp,
+    /// How many mappings the engine held when that listing was scheduled.
+    element_check_size: usize,
     /// Elements removed for good whose flows are yet to be ended (after the replies).
     flows_to_clear: Vec<Element>,
     /// The internal interfaces' IPv6 prefixes in the last snapshot: a pinhole whose host's
@@ -205,6 +208,7 @@ impl<F: Forwarder> Gateway<F> {
             lease_failing: false,
             next_drift_check: now + DRIFT_CHECK,
             next_element_check: now,
+            element_check_size: 0,
             flows_to_clear: Vec::new(),
             v6_prefixes: Vec::new(),
             reported_missing: HashSet::new(),
