@@ -40,7 +40,7 @@ struct Header {
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-struct LeaseFile<L> {
+struct LeaseFile<M> {
     format: String,
     version: u32,
     saved_at_unix_ms: u64,
@@ -49,7 +49,8 @@ struct LeaseFile<L> {
     /// Written at a clean shutdown: nothing was acknowledged after it.
     #[serde(default)]
     clean: bool,
-    mappings: Vec<L>,
+    /// `Vec<Lease>` (or `Vec<LeaseV1>`) when read; [`LeasesOut`] when written.
+    mappings: M,
 }
 
 /// A version-2 lease: a core `MappingRecord` with its expiry as wall-clock time.
@@ -65,6 +66,43 @@ struct Lease {
     kind: RecordKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     description: Option<String>,
+}
+
+/// The records of a snapshot as they are written: each becomes a [`Lease`] on the fly, so a
+/// save holds neither a second copy of the table nor the whole text in memory.
+struct LeasesOut<'a> {
+    records: &'a [MappingRecord],
+    now_unix_ms: u64,
+}
+
+/// A [`Lease`] that borrows from its record (the same fields, in the same order).
+#[derive(Serialize)]
+struct LeaseOut<'a> {
+    client: IpAddr,
+    protocol: Protocol,
+    internal_port: u16,
+    external_port: u16,
+    lifetime: u32,
+    expires_at_unix_ms: u64,
+    #[serde(flatten)]
+    kind: &'a RecordKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+}
+
+impl Serialize for LeasesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.records.iter().map(|r| LeaseOut {
+            client: r.client,
+            protocol: r.protocol,
+            internal_port: r.internal_port,
+            external_port: r.external_port,
+            lifetime: r.lifetime,
+            expires_at_unix_ms: self.now_unix_ms.saturating_add(r.expires_in_ms),
+            kind: &r.kind,
+            description: r.description.as_deref(),
+        }))
+    }
 }
 
 /// A version-1 lease (NAT-PMP only).
@@ -143,9 +181,9 @@ pub fn load(path: &Path, now_unix_ms: u64) -> Result<Option<Loaded>, LeaseError>
             header.format
         )));
     }
-    let file: LeaseFile<Lease> = match header.version {
+    let file: LeaseFile<Vec<Lease>> = match header.version {
         1 => {
-            let v1: LeaseFile<LeaseV1> =
+            let v1: LeaseFile<Vec<LeaseV1>> =
                 serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
             LeaseFile {
                 format: v1.format,
@@ -212,23 +250,11 @@ pub fn save(path: &Path, now_unix_ms: u64, snapshot: &LeaseSnapshot) -> io::Resu
         external_addr: snapshot.external_addr,
         epoch_seconds: snapshot.epoch_seconds,
         clean: snapshot.clean,
-        mappings: snapshot
-            .records
-            .iter()
-            .map(|r| Lease {
-                client: r.client,
-                protocol: r.protocol,
-                internal_port: r.internal_port,
-                external_port: r.external_port,
-                lifetime: r.lifetime,
-                expires_at_unix_ms: now_unix_ms.saturating_add(r.expires_in_ms),
-                kind: r.kind.clone(),
-                description: r.description.clone(),
-            })
-            .collect(),
+        mappings: LeasesOut {
+            records: &snapshot.records,
+            now_unix_ms,
+        },
     };
-    let mut text = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-    text.push(b'\n');
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -243,8 +269,11 @@ pub fn save(path: &Path, now_unix_ms: u64, snapshot: &LeaseSnapshot) -> io::Resu
         std::process::id()
     ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
+        // Streamed: 100 000 leases are ~25 MB of text, which never needs to be in memory.
+        let mut f = io::BufWriter::with_capacity(64 << 10, std::fs::File::create(&tmp)?);
+        serde_json::to_writer_pretty(&mut f, &file).map_err(io::Error::other)?;
+        f.write_all(b"\n")?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         // The rename itself is durable only once the directory is synced.
