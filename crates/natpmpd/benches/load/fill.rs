@@ -86,16 +86,23 @@ fn pipelined(lab: &Lab, hosts: &[Ipv4Addr], from: usize, to: usize) -> (Duration
     (start.elapsed(), unanswered)
 }
 
-/// The daemon's resident memory, bytes.
+/// The daemon's resident memory, bytes: now (`VmRSS`) or at its peak (`VmHWM`).
 fn rss(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:") * 1024
+}
+
+fn peak(pid: u32) -> u64 {
+    status_kb(pid, "VmHWM:") * 1024
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kb * 1024
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 pub fn run(extra: &str) {
@@ -111,6 +118,7 @@ pub fn run(extra: &str) {
     // Let a lease save and the allocator's growth settle before reading memory.
     std::thread::sleep(Duration::from_secs(2));
     let after = rss(pid);
+    let highest = peak(pid);
     let listed = lab.mappings().len();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / (PROBE_AT * 2) as f64;
     println!(
@@ -119,11 +127,14 @@ pub fn run(extra: &str) {
         total.as_secs_f64(),
         listed as f64 / total.as_secs_f64()
     );
+    let per_mapping = |b: u64| b.saturating_sub(before) as f64 / listed.max(1) as f64;
     println!(
-        "  daemon memory: {:.1} MiB before, {:.1} MiB after: {:.0} bytes per mapping",
+        "  daemon memory: {:.1} MiB before, {:.1} MiB after: {:.0} bytes per mapping (peak {:.1} MiB: {:.0} bytes per mapping)",
         before as f64 / 1048576.0,
         after as f64 / 1048576.0,
-        (after.saturating_sub(before)) as f64 / listed.max(1) as f64
+        per_mapping(after),
+        highest as f64 / 1048576.0,
+        per_mapping(highest),
     );
     println!(
         "  one more mapping: {:.1} µs at the first {}, {:.1} µs at the last {} (ratio {:.2})",
