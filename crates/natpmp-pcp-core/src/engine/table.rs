@@ -6,6 +6,11 @@
 //! the companion rule; an ordered expiry index, so expiry never scans the table; and a count
 //! of mappings per client for the quota.
 //!
+//! The expiry index is two sets: MAPs by (expiry, endpoint key), 32 bytes an entry, and PEERs
+//! by (expiry, key and remote), 64. One set of `(Timestamp, MappingId)` for both made every
+//! MAP pay for a remote address it does not have: at 100 000 mappings that was ~50 bytes a
+//! mapping (benches/table_memory.rs).
+//!
 //! Endpoints are replaced whole ([`MappingTable::put`]): the engine takes a copy, changes it,
 //! and puts it back, and the indexes are updated from the old and the new value. That one
 //! path keeps every index right, and the copy doubles as the undo record of a request.
@@ -22,7 +27,8 @@ pub struct MappingTable {
     endpoints: BTreeMap<EndpointKey, Endpoint>,
     /// IPv4 endpoints only: IPv6 pinholes allocate no external port.
     by_external: HashMap<(Protocol, u16), EndpointKey>,
-    expiry: BTreeSet<(Timestamp, MappingId)>,
+    map_expiry: BTreeSet<(Timestamp, EndpointKey)>,
+    peer_expiry: BTreeSet<(Timestamp, MappingId)>,
     per_client: HashMap<IpAddr, usize>,
     mappings: usize,
     /// One bit per external port held in either protocol (IPv4).
@@ -90,11 +96,10 @@ impl MappingTable {
             self.held_ports.set(e.external_port, true);
         }
         if let Some(m) = &e.map {
-            self.expiry
-                .insert((m.expires, MappingId { key, remote: None }));
+            self.map_expiry.insert((m.expires, key));
         }
         for p in &e.peers {
-            self.expiry.insert((
+            self.peer_expiry.insert((
                 p.expires,
                 MappingId {
                     key,
@@ -118,11 +123,10 @@ impl MappingTable {
             }
         }
         if let Some(m) = &e.map {
-            self.expiry
-                .remove(&(m.expires, MappingId { key, remote: None }));
+            self.map_expiry.remove(&(m.expires, key));
         }
         for p in &e.peers {
-            self.expiry.remove(&(
+            self.peer_expiry.remove(&(
                 p.expires,
                 MappingId {
                     key,
@@ -156,17 +160,28 @@ impl MappingTable {
 
     /// The earliest expiry, if any.
     pub fn next_expiry(&self) -> Option<Timestamp> {
-        self.expiry.first().map(|(t, _)| *t)
+        let map = self.map_expiry.first().map(|(t, _)| *t);
+        let peer = self.peer_expiry.first().map(|(t, _)| *t);
+        map.into_iter().chain(peer).min()
     }
 
     /// The mappings whose lifetime ends at or before `now`, earliest first (still in the
     /// table: the engine removes them, so that their kernel elements are staged too).
     pub fn expired(&self, now: Timestamp) -> Vec<MappingId> {
-        self.expiry
+        let maps = self
+            .map_expiry
             .iter()
             .take_while(|(t, _)| *t <= now)
-            .map(|(_, id)| *id)
-            .collect()
+            .map(|&(t, key)| (t, MappingId { key, remote: None }));
+        let peers = self
+            .peer_expiry
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied();
+        // In the order one set of (expiry, id) gave: by time, then id (a MAP before its PEERs).
+        let mut all: Vec<(Timestamp, MappingId)> = maps.chain(peers).collect();
+        all.sort_unstable();
+        all.into_iter().map(|(_, id)| id).collect()
     }
 
     /// All endpoints, ordered by client, protocol, internal port.
