@@ -30,6 +30,7 @@ mod notify;
 mod outbound;
 mod pcp;
 mod portmapper;
+mod rate_limit;
 mod reload;
 mod restart;
 mod router_ports;
