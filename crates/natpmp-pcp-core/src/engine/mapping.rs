@@ -6,6 +6,7 @@
 //! most one MAP mapping (inbound from anyone, or from FILTERed remotes) and any number of
 //! PEER mappings (inbound from one remote each).
 
+use super::thin_vec::ThinVec;
 use crate::addr::{Prefix, Protocol};
 use crate::time::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -140,7 +141,7 @@ pub struct MapMapping {
     pub lifetime: u32,
     pub expires: Timestamp,
     /// Empty: every remote may reach the mapping. Otherwise only these.
-    pub filters: Vec<Filter>,
+    pub filters: ThinVec<Filter>,
     pub description: Option<Box<str>>,
 }
 
@@ -161,7 +162,7 @@ pub struct Endpoint {
     /// On IPv4 the allocated external port; on IPv6 (a pinhole) the internal port itself.
     pub external_port: u16,
     pub map: Option<MapMapping>,
-    pub peers: Vec<PeerMapping>,
+    pub peers: ThinVec<PeerMapping>,
 }
 
 impl Endpoint {

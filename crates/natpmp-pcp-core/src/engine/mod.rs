@@ -26,6 +26,7 @@ pub mod records;
 pub mod remove;
 pub mod router_ports;
 pub mod table;
+pub mod thin_vec;
 
 use crate::kernel::{Change, Element};
 use crate::time::Timestamp;

@@ -17,6 +17,7 @@ use super::access::PortRange;
 use super::mapping::{Endpoint, EndpointKey, Filter, MapMapping, Owner, PcpClient, PeerMapping};
 use super::ports::{PortPolicy, Unusable};
 use super::router_ports;
+use super::thin_vec::ThinVec;
 use super::{seconds_left, Engine, Undo};
 use crate::kernel::Change;
 use crate::time::Timestamp;
@@ -271,7 +272,7 @@ impl Engine {
                         Granted {
                             external: SocketAddr::new(external_addr, endpoint.external_port),
                             lifetime: lifetime.min(seconds_left(now, m.expires)),
-                            filters: m.filters.clone(),
+                            filters: m.filters.to_vec(),
                             description: m.description.clone(),
                         },
                         Undo::default(),
@@ -314,7 +315,7 @@ impl Engine {
         }
 
         let old_map = old.as_ref().and_then(|e| e.map.as_ref());
-        let mut filters = old_map.map(|m| m.filters.clone()).unwrap_or_default();
+        let mut filters = old_map.map(|m| m.filters.to_vec()).unwrap_or_default();
         if req.filters.clear {
             filters.clear();
         }
@@ -362,13 +363,13 @@ impl Engine {
         let mut endpoint = old.clone().unwrap_or(Endpoint {
             external_port,
             map: None,
-            peers: Vec::new(),
+            peers: ThinVec::new(),
         });
         endpoint.map = Some(MapMapping {
             owner,
             lifetime,
             expires: now + Duration::from_secs(u64::from(lifetime)),
-            filters: filters.clone(),
+            filters: filters.clone().into(),
             description: description.clone(),
         });
         self.put(now, key, Some(endpoint), changes);
@@ -479,7 +480,7 @@ impl Engine {
         let mut endpoint = old.clone().unwrap_or(Endpoint {
             external_port,
             map: None,
-            peers: Vec::new(),
+            peers: ThinVec::new(),
         });
         let peer = PeerMapping {
             remote: req.remote,

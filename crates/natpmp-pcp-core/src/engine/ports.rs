@@ -311,10 +311,10 @@ mod tests {
                         owner: Owner::NatPmp,
                         lifetime: 60,
                         expires: Timestamp::from_secs(60),
-                        filters: Vec::new(),
+                        filters: Default::default(),
                         description: None,
                     }),
-                    peers: Vec::new(),
+                    peers: Default::default(),
                 }),
             );
         }

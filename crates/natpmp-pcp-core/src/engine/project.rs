@@ -314,7 +314,7 @@ mod tests {
             owner: Owner::NatPmp,
             lifetime: 60,
             expires: t(expires),
-            filters,
+            filters: filters.into(),
             description: None,
         }
     }
@@ -358,7 +358,7 @@ mod tests {
         let ep = Endpoint {
             external_port: 8080,
             map: Some(map(100, vec![])),
-            peers: vec![peer([198, 51, 100, 7], 4000, 500)],
+            peers: vec![peer([198, 51, 100, 7], 4000, 500)].into(),
         };
         let p = project(&key(), &ep, Some(EXT));
         assert_eq!(p.len(), 2, "{p:?}");
@@ -378,7 +378,8 @@ mod tests {
             peers: vec![
                 peer([203, 0, 113, 7], 4000, 300),
                 peer([198, 51, 100, 7], 4000, 200),
-            ],
+            ]
+            .into(),
         };
         let p = project(&key(), &ep, Some(EXT));
         assert_eq!(
@@ -416,7 +417,7 @@ mod tests {
                     filter([203, 0, 113, 128], 25, 443),
                 ],
             )),
-            peers: vec![],
+            peers: Default::default(),
         };
         assert_eq!(
             boxes(&project(&key(), &ep, Some(EXT))),
@@ -436,7 +437,7 @@ mod tests {
         let open = Endpoint {
             external_port: 9000,
             map: Some(map(100, vec![])),
-            peers: vec![],
+            peers: Default::default(),
         };
         // No external IPv4 address is needed, and no outbound element is made.
         assert_eq!(
@@ -458,7 +459,7 @@ mod tests {
         let filtered = Endpoint {
             external_port: 9000,
             map: Some(map(100, vec![remote_net])),
-            peers: vec![peer6],
+            peers: vec![peer6].into(),
         };
         let p = project(&key, &filtered, Some(EXT));
         let remotes: Vec<(String, u64)> = p
@@ -494,7 +495,7 @@ mod tests {
             &Endpoint {
                 external_port: 8080,
                 map: Some(map(100, vec![])),
-                peers: vec![],
+                peers: Default::default(),
             },
             Some(EXT),
         );
@@ -503,7 +504,7 @@ mod tests {
             &Endpoint {
                 external_port: 8080,
                 map: Some(map(200, vec![])),
-                peers: vec![],
+                peers: Default::default(),
             },
             Some(EXT),
         );

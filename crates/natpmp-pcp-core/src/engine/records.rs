@@ -5,6 +5,7 @@ use super::mapping::{
     Endpoint, EndpointKey, Filter, MapMapping, MappingId, Owner, PcpClient, PeerMapping,
 };
 use super::project::{project, stage_all};
+use super::thin_vec::ThinVec;
 use super::{seconds_left, Engine, Epoch};
 use crate::addr::Protocol;
 use crate::kernel::Change;
@@ -82,7 +83,7 @@ impl Engine {
                     expires_in_ms: ms_left(now, m.expires),
                     kind: RecordKind::Map {
                         owner: m.owner,
-                        filters: m.filters.clone(),
+                        filters: m.filters.to_vec(),
                     },
                     description: m.description.as_deref().map(str::to_owned),
                 });
@@ -161,7 +162,7 @@ impl Engine {
                     Endpoint {
                         external_port: r.external_port,
                         map: None,
-                        peers: Vec::new(),
+                        peers: ThinVec::new(),
                     }
                 }
             };
@@ -176,7 +177,7 @@ impl Engine {
                         owner: *owner,
                         lifetime: r.lifetime,
                         expires,
-                        filters: filters.clone(),
+                        filters: filters.clone().into(),
                         description,
                     });
                 }
@@ -327,7 +328,7 @@ impl Engine {
                         client,
                         external,
                         lifetime_left: seconds_left(now, m.expires),
-                        filters: m.filters.clone(),
+                        filters: m.filters.to_vec(),
                         description: m.description.clone(),
                         granted_at: granted_at(m.expires, m.lifetime),
                     });

@@ -218,10 +218,10 @@ mod tests {
                 owner: Owner::NatPmp,
                 lifetime: 60,
                 expires: Timestamp::from_secs(expires),
-                filters: Vec::new(),
+                filters: Default::default(),
                 description: None,
             }),
-            peers: Vec::new(),
+            peers: Default::default(),
         }
     }
 
