@@ -11,6 +11,12 @@
 //! MAP pay for a remote address it does not have: at 100 000 mappings that was ~50 bytes a
 //! mapping (benches/table_memory.rs).
 //!
+//! Endpoints are boxed in their B-tree. Its nodes hold 11 entries and, filled in key order as
+//! each client's ports are, stay about half full; with the endpoint (88 bytes) inline, every
+//! mapping paid for the empty half too. Boxed, the node holds a pointer and the endpoint sits
+//! in an allocation of its own size: ~50 bytes a mapping less at 100 000, for one allocation
+//! per change that the copy-and-put of every change made anyway.
+//!
 //! Endpoints are replaced whole ([`MappingTable::put`]): the engine takes a copy, changes it,
 //! and puts it back, and the indexes are updated from the old and the new value. That one
 //! path keeps every index right, and the copy doubles as the undo record of a request.
@@ -24,7 +30,7 @@ use std::net::IpAddr;
 
 #[derive(Default)]
 pub struct MappingTable {
-    endpoints: BTreeMap<EndpointKey, Endpoint>,
+    endpoints: BTreeMap<EndpointKey, Box<Endpoint>>,
     /// IPv4 endpoints only: IPv6 pinholes allocate no external port.
     by_external: HashMap<(Protocol, u16), EndpointKey>,
     map_expiry: BTreeSet<(Timestamp, EndpointKey)>,
@@ -46,7 +52,7 @@ impl MappingTable {
     }
 
     pub fn get(&self, key: &EndpointKey) -> Option<&Endpoint> {
-        self.endpoints.get(key)
+        self.endpoints.get(key).map(|e| &**e)
     }
 
     /// Who holds `protocol` external `port`, if anyone.
@@ -77,9 +83,10 @@ impl MappingTable {
     pub fn put(&mut self, key: EndpointKey, new: Option<Endpoint>) -> Option<Endpoint> {
         let new = new.filter(|e| !e.is_empty());
         let old = match &new {
-            Some(e) => self.endpoints.insert(key, e.clone()),
+            Some(e) => self.endpoints.insert(key, Box::new(e.clone())),
             None => self.endpoints.remove(&key),
-        };
+        }
+        .map(|old| *old);
         if let Some(old) = &old {
             self.unindex(key, old);
         }
@@ -186,14 +193,14 @@ impl MappingTable {
 
     /// All endpoints, ordered by client, protocol, internal port.
     pub fn iter(&self) -> impl Iterator<Item = (&EndpointKey, &Endpoint)> {
-        self.endpoints.iter()
+        self.endpoints.iter().map(|(k, e)| (k, &**e))
     }
 
     /// Remove everything; returns what was there.
     pub fn clear(&mut self) -> Vec<(EndpointKey, Endpoint)> {
         let all = std::mem::take(&mut self.endpoints);
         *self = MappingTable::default();
-        all.into_iter().collect()
+        all.into_iter().map(|(k, e)| (k, *e)).collect()
     }
 }
 
