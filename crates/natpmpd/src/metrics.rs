@@ -58,6 +58,7 @@ pub struct Metrics {
     mappings: Family<MappingLabels, Gauge>,
     requests: Family<RequestLabelSet, Counter>,
     dropped: Counter,
+    rate_limited: Counter,
     latency: Histogram,
     kernel_transactions: Counter,
     kernel_errors: Counter,
@@ -77,6 +78,7 @@ pub struct Metrics {
 struct Seen {
     requests: BTreeMap<RequestLabels, u64>,
     dropped: u64,
+    rate_limited: u64,
     kernel_transactions: u64,
     kernel_errors: u64,
     drift_repairs: u64,
@@ -100,6 +102,7 @@ impl Metrics {
             mappings: Family::default(),
             requests: Family::default(),
             dropped: Counter::default(),
+            rate_limited: Counter::default(),
             // 50 µs to about 0.8 s: a batch answered from memory is well under a millisecond,
             // one that waits on netlink a few milliseconds.
             latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
@@ -129,6 +132,11 @@ impl Metrics {
             "requests_dropped",
             "Datagrams not answered: not from an internal interface's subnet, too short, or a response arriving as a request",
             m.dropped.clone(),
+        );
+        registry.register(
+            "requests_rate_limited",
+            "Datagrams dropped unanswered because their client address was over rate-limit (its burst used up)",
+            m.rate_limited.clone(),
         );
         registry.register_with_unit(
             "request_duration",
@@ -243,6 +251,11 @@ impl Metrics {
             self.observe_batch(read_at, count);
         }
         self.sync(gateway.stats());
+        advance(
+            &self.rate_limited,
+            &mut self.seen.rate_limited,
+            gateway.rate_limited_datagrams(),
+        );
         self.refresh_gauges(gateway, now, force);
     }
 

@@ -3,7 +3,7 @@
 //! mappings, the request counter moves by exactly the requests sent under the right labels,
 //! the epoch and the external address are there; other paths 404, other methods 405; and a
 //! client that connects to the metrics port and never sends or reads does not stop requests
-//! from being answered.
+//! from being answered; datagrams over the rate limit are counted.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
@@ -204,4 +204,34 @@ fn a_silent_metrics_client_does_not_stop_requests_being_answered() {
         "{body}"
     );
     drop(silent);
+}
+
+#[test]
+fn datagrams_over_the_rate_limit_are_counted() {
+    let mut lab = Lab::new();
+    let extra = format!("{EXTRA}rate-limit = 1\nrate-limit-burst = 3\n");
+    lab.start_daemon_with(&DaemonConfig::default(), &extra);
+    assert_eq!(
+        sum(&scrape(&lab), "natpmpd_requests_rate_limited_total", &[]),
+        0.0
+    );
+    // Ten address requests at once from one address: what is left of the burst of three is
+    // answered (the lab's own readiness check may have used one; a token may come back
+    // meanwhile), the rest dropped, and the counter says how many.
+    let sock = udp_socket(&lab.lan, SocketAddrV4::new(LAN_HOST, 0));
+    let gw = SocketAddrV4::new(GW_LAN, NATPMP_PORT);
+    for _ in 0..10 {
+        sock.send_to(&[0, 0], gw).unwrap();
+    }
+    let mut answered = 0;
+    while recv(&sock).is_some() {
+        answered += 1;
+    }
+    assert!((1..=4).contains(&answered), "{answered} answered");
+    let body = scrape(&lab);
+    assert_eq!(
+        sum(&body, "natpmpd_requests_rate_limited_total", &[]),
+        f64::from(10 - answered),
+        "{body}"
+    );
 }
