@@ -53,6 +53,16 @@ fn gateway_corpus() {
     replay("gateway", fuzzing::gateway);
 }
 
+/// The gateway target's one finding (2 December 2026): a PEER mapping granted 3 600 s, the cap
+/// reloaded down to 1 s, then a PEER refresh, which reports the 3 591 s left (a refresh never
+/// shortens). The invariant took that for a new grant over the cap; it now counts only an
+/// expiry moved later as a grant.
+#[test]
+fn gateway_regression_peer_refresh_under_a_lowered_cap() {
+    let file = corpus("gateway").join("regression-peer-refresh-under-a-lowered-cap");
+    fuzzing::gateway(&std::fs::read(&file).expect("the regression input"));
+}
+
 /// Requests the conformance tests send, as starting points.
 fn seed_requests() -> Vec<Vec<u8>> {
     let client = A;
