@@ -25,8 +25,13 @@
 #
 # Output: the guest's log as it runs, then its PASS:/FAIL: lines again. console.log (the VM's
 # serial console) and results.log (the guest's output) of the last run stay in
-# $NATPMPD_VM_CACHE/logs. The VM gets $NATPMPD_VM_TIMEOUT seconds (default 600). KVM is used
-# when /dev/kvm can be opened, TCG (much slower) otherwise.
+# $NATPMPD_VM_CACHE/logs. The VM gets $NATPMPD_VM_TIMEOUT seconds (default 600).
+#
+# NATPMPD_VM_KERNEL=stock (default) boots bookworm's own kernel (6.1), as a fresh Debian 12
+# runs; NATPMPD_VM_KERNEL=backports the bookworm-backports one. Each recipe has its own cached
+# image; `rm -rf $NATPMPD_VM_CACHE` drops them all. NATPMPD_VM_ACCEL=auto (default) uses KVM
+# when /dev/kvm opens and the kernel's banner shows on the console within 30 s, TCG (slower,
+# ~4 minutes for the guest here) otherwise; kvm or tcg force one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
