@@ -80,10 +80,19 @@ fi
 work=""
 qemu_pid=""
 tail_pid=""
+mmdebstrap_pid=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     if [ -n "$tail_pid" ]; then kill "$tail_pid" 2>/dev/null || true; fi
+    if [ -n "$mmdebstrap_pid" ] && kill -0 "$mmdebstrap_pid" 2>/dev/null; then
+        # timeout passes the signal on; mmdebstrap then unmounts what it mounted.
+        say "stopping mmdebstrap (pid $mmdebstrap_pid)"
+        kill "$mmdebstrap_pid" 2>/dev/null || true
+        for _ in $(seq 60); do kill -0 "$mmdebstrap_pid" 2>/dev/null || break; sleep 1; done
+        kill -KILL "$mmdebstrap_pid" 2>/dev/null || true
+        wait "$mmdebstrap_pid" 2>/dev/null || true
+    fi
     if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
         say "stopping qemu (pid $qemu_pid)"
         kill "$qemu_pid" 2>/dev/null || true
@@ -168,10 +177,16 @@ if [ "$rebuild" -eq 1 ] || [ ! -f "$image/complete" ]; then
     rm -rf "$image"
     say "mmdebstrap $suite into a scratch directory (a few minutes)"
     root="$work/root"
-    if ! timeout 900 mmdebstrap --variant=minbase --include="$packages" \
-        "$suite" "$root" "${mirrors[@]}" >"$work/mmdebstrap.log" 2>&1; then
+    # In the background, so that a signal reaches cleanup at once (which stops it).
+    timeout 900 mmdebstrap --variant=minbase --include="$packages" \
+        "$suite" "$root" "${mirrors[@]}" >"$work/mmdebstrap.log" 2>&1 &
+    mmdebstrap_pid=$!
+    mmdebstrap_rc=0
+    wait "$mmdebstrap_pid" || mmdebstrap_rc=$?
+    mmdebstrap_pid=""
+    if [ "$mmdebstrap_rc" -ne 0 ]; then
         cat "$work/mmdebstrap.log" >&2
-        die "mmdebstrap"
+        die "mmdebstrap (exit $mmdebstrap_rc)"
     fi
     customize_rootfs "$root"
     mkdir -p "$work/image"
