@@ -3,6 +3,8 @@
 # beyond Debian packages (dpkg-dev for dpkg-shlibdeps, binutils for strip) and cargo:
 #   ./scripts/build-deb.sh            # one `cargo build --release --locked`, then dpkg-deb
 #   ./scripts/build-deb.sh --no-build # package the binaries already in target/release
+# The binaries are taken from $CARGO_TARGET_DIR/release when CARGO_TARGET_DIR is set (as cargo
+# puts them there), from target/release otherwise.
 # Contents: /usr/sbin/natpmpd and natpmpctl, the systemd unit, /etc/natpmpd/natpmpd.toml
 # (a conffile, `enabled = false`), man pages natpmpd(8), natpmpctl(8), natpmpd.toml(5),
 # copyright and changelog, and maintainer scripts that stop it on removal, restart it on
@@ -38,13 +40,14 @@ if ! head -1 packaging/debian/changelog | grep -qF "natpmpd ($version)"; then
     exit 1
 fi
 
+release="${CARGO_TARGET_DIR:-target}/release"
 if [ "$build" -eq 1 ]; then
     say "cargo build --release --locked"
     cargo build --release --locked -p natpmpd --bins
 fi
 for bin in natpmpd natpmpctl; do
-    if [ ! -x "target/release/$bin" ]; then
-        say "target/release/$bin is missing (run without --no-build)" >&2
+    if [ ! -x "$release/$bin" ]; then
+        say "$release/$bin is missing (run without --no-build)" >&2
         exit 1
     fi
 done
@@ -57,7 +60,7 @@ install -d -m 755 "$root/DEBIAN" "$root/usr/sbin" "$root/lib/systemd/system" \
     "$root/etc/natpmpd" "$root/usr/share/doc/natpmpd" \
     "$root/usr/share/man/man5" "$root/usr/share/man/man8"
 for bin in natpmpd natpmpctl; do
-    install -m 755 "target/release/$bin" "$root/usr/sbin/$bin"
+    install -m 755 "$release/$bin" "$root/usr/sbin/$bin"
     strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/sbin/$bin"
 done
 install -m 644 packaging/natpmpd.service "$root/lib/systemd/system/natpmpd.service"
