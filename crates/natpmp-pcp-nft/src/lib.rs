@@ -22,6 +22,7 @@ mod flow_cleaner;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
+mod kernel_support;
 mod nft_forwarder;
 mod nftables;
 mod nl;

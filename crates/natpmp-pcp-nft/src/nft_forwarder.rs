@@ -128,6 +128,10 @@ impl NftForwarder {
             if msg.is_empty() {
                 msg = format!("nft exited with {}", out.status);
             }
+            let release = crate::kernel_support::running_release().unwrap_or_default();
+            if let Some(hint) = crate::kernel_support::hint(&release, &msg) {
+                msg = format!("{msg}; {hint}");
+            }
             return Err(KernelError::Load(msg));
         }
         Ok(())
