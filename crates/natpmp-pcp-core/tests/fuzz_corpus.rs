@@ -9,34 +9,10 @@
 mod common;
 use common::*;
 use natpmp_pcp_core::fuzzing;
-use std::path::PathBuf;
 
-fn corpus(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target)
-}
-
-/// Run every file of `target`'s corpus through `run`; returns how many there were.
-fn replay(target: &str, run: fn(&[u8])) -> usize {
-    let dir = corpus(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
-        .map(|entry| entry.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
-    for file in &files {
-        let bytes = std::fs::read(file).expect("corpus file");
-        let name = file.display().to_string();
-        if let Err(panic) = std::panic::catch_unwind(|| run(&bytes)) {
-            eprintln!("corpus file {name} failed");
-            std::panic::resume_unwind(panic);
-        }
-    }
-    files.len()
-}
+#[path = "../../../fuzz/corpus_replay.rs"]
+mod corpus_replay;
+use corpus_replay::{corpus, replay};
 
 #[test]
 fn natpmp_request_corpus() {

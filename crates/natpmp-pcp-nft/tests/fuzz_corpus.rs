@@ -6,32 +6,10 @@
 //! encoders, before `cargo fuzz cmin` minimises them; see docs/fuzzing.md.
 
 use natpmp_pcp_nft::fuzzing;
-use std::path::PathBuf;
 
-fn corpus(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target)
-}
-
-fn replay(target: &str, run: fn(&[u8])) {
-    let dir = corpus(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
-        .map(|entry| entry.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
-    for file in &files {
-        let bytes = std::fs::read(file).expect("corpus file");
-        let name = file.display().to_string();
-        if let Err(panic) = std::panic::catch_unwind(|| run(&bytes)) {
-            eprintln!("corpus file {name} failed");
-            std::panic::resume_unwind(panic);
-        }
-    }
-}
+#[path = "../../../fuzz/corpus_replay.rs"]
+mod corpus_replay;
+use corpus_replay::{corpus, replay};
 
 #[test]
 fn netlink_corpus() {

@@ -11,28 +11,13 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn corpus() -> PathBuf {
-    root().join("fuzz/corpus/config")
-}
+#[path = "../../../fuzz/corpus_replay.rs"]
+mod corpus_replay;
+use corpus_replay::{corpus, replay};
 
 #[test]
 fn config_corpus() {
-    let dir = corpus();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
-        .map(|entry| entry.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
-    for file in &files {
-        let bytes = std::fs::read(file).expect("corpus file");
-        let name = file.display().to_string();
-        if let Err(panic) = std::panic::catch_unwind(|| natpmpd::fuzzing::config(&bytes)) {
-            eprintln!("corpus file {name} failed");
-            std::panic::resume_unwind(panic);
-        }
-    }
+    replay("config", natpmpd::fuzzing::config);
 }
 
 /// The ```toml blocks of a Markdown file.
@@ -56,7 +41,7 @@ fn toml_blocks(markdown: &str) -> Vec<String> {
 #[test]
 #[ignore = "writes the starting corpus; run by name"]
 fn write_seeds() {
-    let dir = corpus();
+    let dir = corpus("config");
     std::fs::create_dir_all(&dir).unwrap();
     let mut n = 0;
     for doc in ["README.md", "docs/configuration.md"] {
