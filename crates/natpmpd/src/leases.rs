@@ -53,9 +53,10 @@ struct LeaseFile<M> {
     mappings: M,
 }
 
-/// A version-2 lease: a core `MappingRecord` with its expiry as wall-clock time.
+/// A version-2 lease: a core `MappingRecord` with its expiry as wall-clock time. Owned when
+/// read; borrowing its kind and description from the record when written ([`LeaseOut`]).
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Lease {
+struct Lease<K = RecordKind, D = String> {
     client: IpAddr,
     protocol: Protocol,
     internal_port: u16,
@@ -63,9 +64,9 @@ struct Lease {
     lifetime: u32,
     expires_at_unix_ms: u64,
     #[serde(flatten)]
-    kind: RecordKind,
+    kind: K,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    description: Option<String>,
+    description: Option<D>,
 }
 
 /// The records of a snapshot as they are written: each becomes a [`Lease`] on the fly, so a
@@ -75,20 +76,8 @@ struct LeasesOut<'a> {
     now_unix_ms: u64,
 }
 
-/// A [`Lease`] that borrows from its record (the same fields, in the same order).
-#[derive(Serialize)]
-struct LeaseOut<'a> {
-    client: IpAddr,
-    protocol: Protocol,
-    internal_port: u16,
-    external_port: u16,
-    lifetime: u32,
-    expires_at_unix_ms: u64,
-    #[serde(flatten)]
-    kind: &'a RecordKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-}
+/// A [`Lease`] that borrows from its record.
+type LeaseOut<'a> = Lease<&'a RecordKind, &'a str>;
 
 impl Serialize for LeasesOut<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
