@@ -28,7 +28,15 @@ pub fn tcp_listener(ns: &str, bind: impl Into<SocketAddr>) -> TcpListener {
 /// Receives one datagram, or `None` when nothing arrives within the socket's read timeout.
 pub fn recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buf = [0u8; 2048];
-    match sock.recv_from(&mut buf) {
+    let got = loop {
+        match sock.recv_from(&mut buf) {
+            // A signal to the test process (seen once in a full run: EINTR) is no answer
+            // either way: wait again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            got => break got,
+        }
+    };
+    match got {
         Ok((n, from)) => Some((buf[..n].to_vec(), from)),
         Err(e)
             if matches!(
