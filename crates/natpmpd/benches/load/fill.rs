@@ -95,6 +95,21 @@ fn peak(pid: u32) -> u64 {
     status_kb(pid, "VmHWM:") * 1024
 }
 
+/// CPU time the daemon has used so far (user and system, all its threads), from
+/// `/proc/<pid>/stat`: whether a fill is bound by the daemon or by its clients.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the parenthesised command name: state is the 3rd field, utime the
+    // 14th and stime the 15th, in clock ticks (100 per second on Linux).
+    let rest = &stat[stat
+        .rfind(')')
+        .expect("/proc/<pid>/stat has a command name")
+        + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
 fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -110,11 +125,13 @@ pub fn run(extra: &str) {
     start(&mut lab, extra);
     let pid = lab.daemon_pid();
     let before = rss(pid);
+    let cpu_before = cpu_time(pid);
     let (first, lost_first) = pipelined(&lab, &hosts, 0, PROBE_AT * 2);
     let (middle, lost_middle) = pipelined(&lab, &hosts, PROBE_AT * 2, TOTAL - PROBE_AT * 2);
     let (last, lost_last) = pipelined(&lab, &hosts, TOTAL - PROBE_AT * 2, TOTAL);
     let total = first + middle + last;
     let unanswered = lost_first + lost_middle + lost_last;
+    let busy = cpu_time(pid) - cpu_before;
     // Let a lease save and the allocator's growth settle before reading memory.
     std::thread::sleep(Duration::from_secs(2));
     let after = rss(pid);
@@ -126,6 +143,11 @@ pub fn run(extra: &str) {
         hosts.len(),
         total.as_secs_f64(),
         listed as f64 / total.as_secs_f64()
+    );
+    println!(
+        "  daemon CPU during the fill: {:.2} s ({:.0}% of one core)",
+        busy.as_secs_f64(),
+        busy.as_secs_f64() * 100.0 / total.as_secs_f64()
     );
     let per_mapping = |b: u64| b.saturating_sub(before) as f64 / listed.max(1) as f64;
     println!(
