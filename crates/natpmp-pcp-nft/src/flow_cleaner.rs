@@ -14,7 +14,7 @@
 
 use crate::conntrack::{self, Entry};
 use crate::nl::{ErrorMsg, MsgBuilder};
-use crate::session::{refused, Session};
+use crate::session::{refused, Acks, Session};
 use natpmp_pcp_core::kernel::{Element, KernelError};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -133,7 +133,7 @@ pub fn clear_conntrack(session: &mut Session, gone: &[Element]) -> Result<usize,
         let seq = session.next_seq();
         conntrack::encode_delete(&mut b, e, seq);
     }
-    let errors = session.exchange(b.as_bytes()?, first, doomed.len(), None)?;
+    let errors = session.exchange(b.as_bytes()?, first, doomed.len(), None, Acks::Every)?;
     // ENOENT: the flow ended by itself between the dump and the delete. Fine.
     let failed: Vec<&ErrorMsg> = errors.iter().filter(|e| e.errno != libc::ENOENT).collect();
     if let Some(first_err) = failed.first() {

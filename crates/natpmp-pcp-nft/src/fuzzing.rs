@@ -110,7 +110,7 @@ fn round_trip(e: &Element) -> Option<Element> {
         timeout: Duration::from_secs(60),
     };
     let mut b = MsgBuilder::new();
-    element::setelem(&mut b, &add, 1);
+    element::setelem(&mut b, &add, 1, true);
     let bytes = b.into_bytes().ok()?;
     let msg = nl::messages(&bytes).next()?;
     let raws = dump::parse_elements(msg.payload);
@@ -224,6 +224,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 timeout: Duration::from_secs(60),
             },
             1,
+            true,
         );
         if let Ok(bytes) = b.into_bytes() {
             if let Some(msg) = nl::messages(&bytes).next() {

@@ -8,7 +8,7 @@ use crate::nftables::dump::{self, Unreadable};
 use crate::nftables::element::{self, Transaction};
 use crate::nftables::{hairpin, ElementSet};
 use crate::nl::ErrorMsg;
-use crate::session::{refused, ExchangeFailure, Session};
+use crate::session::{refused, Acks, ExchangeFailure, Session};
 use crate::template;
 use natpmp_pcp_core::kernel::{
     validate_lan_nets, ApplyError, Change, ChangeRefused, Element, Errno, Forwarder, Health,
@@ -70,7 +70,13 @@ pub struct NftForwarder {
     /// The namespace the socket lives in, to run `nft` there too.
     netns: Option<File>,
     nft: PathBuf,
+    /// The last transaction's bytes, kept for the next one to write into.
+    tx_buf: Vec<u8>,
 }
+
+/// The largest transaction buffer kept for the next transaction: a batch of 64 requests
+/// needs about 20 KiB.
+const KEPT_TX_BUF: usize = 64 * 1024;
 
 impl NftForwarder {
     /// Open the netlink socket in the calling thread's network namespace. Needs
@@ -81,6 +87,7 @@ impl NftForwarder {
             cleaner: FlowCleaner::new()?,
             netns: File::open("/proc/thread-self/ns/net").ok(),
             nft: PathBuf::from("nft"),
+            tx_buf: Vec::new(),
         })
     }
 
@@ -242,19 +249,26 @@ impl Forwarder for NftForwarder {
             return Ok(());
         }
         // Over netlink's length limits nothing is sent: a failed transaction, nothing applied.
-        let tx = element::encode_transaction(changes, self.session.peek_seq())
+        let buf = std::mem::take(&mut self.tx_buf);
+        let mut tx = element::encode_transaction_into(buf, changes, self.session.peek_seq())
             .map_err(|e| ApplyError::Failed(e.into()))?;
         self.session.used_until(tx.next_seq);
-        let errors = match self.session.exchange(
+        let answers = self.session.exchange(
             &tx.bytes,
             tx.first_member_seq(),
             tx.members,
             Some(tx.begin_seq),
-        ) {
+            Acks::Last,
+        );
+        let errors = match answers {
             Ok(errors) => errors,
             Err(ExchangeFailure::NotSent(e)) => return Err(ApplyError::Failed(e.into())),
             Err(ExchangeFailure::Lost(e)) => return Err(ApplyError::Unknown(e)),
         };
+        // Keep a request batch's buffer, not a rebuild's of the whole table.
+        if tx.bytes.capacity() <= KEPT_TX_BUF {
+            self.tx_buf = std::mem::take(&mut tx.bytes);
+        }
         // The refusal names changes by index only; the kernel's words go to the debug log.
         for e in &errors {
             match tx
@@ -310,9 +324,13 @@ impl Forwarder for NftForwarder {
         let tx = hairpin::encode_hairpin(external_addr, &ranges, self.session.peek_seq())?;
         self.session.used_until(tx.next_seq);
         let first = tx.members.first().map(|m| m.0).unwrap_or(tx.begin_seq);
-        let errors =
-            self.session
-                .exchange(&tx.bytes, first, tx.members.len(), Some(tx.begin_seq))?;
+        let errors = self.session.exchange(
+            &tx.bytes,
+            first,
+            tx.members.len(),
+            Some(tx.begin_seq),
+            Acks::Every,
+        )?;
         match errors.first() {
             None => Ok(()),
             Some(e) => {

@@ -103,6 +103,16 @@ impl MsgBuilder {
         }
     }
 
+    /// A builder writing into `buf`, emptied first: a buffer kept from one message to the
+    /// next, so that a transaction does not allocate its bytes each time.
+    pub fn reusing(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        MsgBuilder {
+            buf,
+            too_long: None,
+        }
+    }
+
     fn refuse(&mut self, ty: u16, len: usize, max: usize) {
         self.too_long.get_or_insert(TooLong { ty, len, max });
     }

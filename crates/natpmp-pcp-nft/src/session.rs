@@ -34,6 +34,18 @@ impl From<ExchangeFailure> for KernelError {
     }
 }
 
+/// Which messages of an exchange carry `NLM_F_ACK`, and so are answered when they succeed.
+/// A failed message is answered either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// Every message: the exchange ends when each has its answer.
+    Every,
+    /// Only the last. For an nf_tables batch: nfnetlink keeps a batch's answers until the
+    /// whole batch is processed, then delivers them in message order, so the last message's
+    /// answer comes after every error of the messages before it and closes the exchange.
+    Last,
+}
+
 /// The socket, its sequence numbers and its receive buffer.
 pub struct Session {
     sock: nl::Socket,
@@ -81,24 +93,30 @@ impl Session {
         self.seq = next.wrapping_sub(1);
     }
 
-    /// Send one datagram and collect the kernel's answer to each of the `expected` messages
-    /// numbered from `first_seq` (all carry `NLM_F_ACK`). Returns the errors, each with its
-    /// seq. `batch_seq` is where batch-wide errors are reported (nfnetlink answers failed
-    /// commits, refused batches and lack of memory there); after such an error the remaining
-    /// answers may never come, so we stop waiting and take only what is already queued.
+    /// Send one datagram of `expected` messages numbered from `first_seq` and collect the
+    /// kernel's answers: an error for each message that failed, and an ack for each that
+    /// carries `NLM_F_ACK` as `acks` says. Returns the errors, each with its seq. `batch_seq`
+    /// is where batch-wide errors are reported (nfnetlink answers failed commits, refused
+    /// batches and lack of memory there); after such an error the remaining answers may never
+    /// come, so we stop waiting and take only what is already queued.
     pub fn exchange(
         &mut self,
         bytes: &[u8],
         first_seq: u32,
         expected: usize,
         batch_seq: Option<u32>,
+        acks: Acks,
     ) -> Result<Vec<ErrorMsg>, ExchangeFailure> {
         self.sock.reserve(bytes.len(), expected + 2);
         self.sock.drain(&mut self.buf);
         self.sock.send(bytes).map_err(ExchangeFailure::NotSent)?;
         let lost = |e: io::Error| ExchangeFailure::Lost(KernelError::Io(e));
         let mut answered = vec![false; expected];
-        let mut remaining = expected;
+        // The answers that must come: every message's, or the last one's alone.
+        let mut remaining = match acks {
+            Acks::Every => expected,
+            Acks::Last => expected.min(1),
+        };
         let mut errors = Vec::new();
         let mut batch_failed = false;
         while remaining > 0 {
@@ -130,7 +148,9 @@ impl Session {
                 match answered.get_mut(idx) {
                     Some(seen) if !*seen => {
                         *seen = true;
-                        remaining -= 1;
+                        if acks == Acks::Every || idx + 1 == expected {
+                            remaining -= 1;
+                        }
                         if err.errno != 0 {
                             errors.push(err);
                         }
@@ -141,10 +161,14 @@ impl Session {
             }
         }
         if remaining > 0 && errors.is_empty() {
-            return Err(ExchangeFailure::Lost(KernelError::Protocol(format!(
-                "the kernel answered only {} of {expected} messages",
-                expected - remaining
-            ))));
+            let what = match acks {
+                Acks::Every => format!(
+                    "the kernel answered only {} of {expected} messages",
+                    expected - remaining
+                ),
+                Acks::Last => format!("the kernel did not answer the last of {expected} messages"),
+            };
+            return Err(ExchangeFailure::Lost(KernelError::Protocol(what)));
         }
         Ok(errors)
     }

@@ -205,6 +205,13 @@ fn refusals_name_each_change_and_its_errno() {
         // A duplicate add alone, and the forwarder still works afterwards.
         let err = f.apply(&[add(kept, 60)]).unwrap_err();
         assert_eq!(err.refused(), &[refusal(0, Errno::EEXIST)]);
+        // Only the last member is acked: an error before a last member that succeeds must
+        // still arrive before that ack ends the exchange.
+        let err = f
+            .apply(&[add(kept, 60), changes[0], changes[4]])
+            .unwrap_err();
+        assert_eq!(err.refused(), &[refusal(0, Errno::EEXIST)], "{err}");
+        assert_eq!(keys(&f.list().unwrap()), before);
         f.apply(&[changes[0], changes[4]]).unwrap();
         assert_eq!(f.list().unwrap().len(), 4);
     });
