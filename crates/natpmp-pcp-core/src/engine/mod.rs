@@ -98,14 +98,51 @@ impl Epoch {
 }
 
 /// What to put back if the kernel refuses a request's changes: each endpoint it touched, as it
-/// was before.
+/// was before, in the order touched.
+///
+/// Most requests touch one endpoint, kept inline: an undo record allocates nothing. A batch
+/// of records allocated one by one, interleaved with the endpoints being allocated for the
+/// same requests and freed together once the kernel answered, left the heap full of small
+/// holes (1.4 MB in 29 000 free chunks after 100 000 mappings, glibc's malloc_info).
 #[derive(Debug, Default)]
 #[must_use = "hand it to Engine::revert if the kernel refuses the changes"]
-pub struct Undo(Vec<(EndpointKey, Option<Endpoint>)>);
+pub struct Undo {
+    first: Option<(EndpointKey, Option<Endpoint>)>,
+    rest: Vec<(EndpointKey, Option<Endpoint>)>,
+}
 
 impl Undo {
+    fn one(key: EndpointKey, before: Option<Endpoint>) -> Undo {
+        Undo {
+            first: Some((key, before)),
+            rest: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, key: EndpointKey, before: Option<Endpoint>) {
+        match self.first {
+            None => self.first = Some((key, before)),
+            Some(_) => self.rest.push((key, before)),
+        }
+    }
+
+    fn append(&mut self, other: Undo) {
+        for (key, before) in other.into_entries() {
+            self.push(key, before);
+        }
+    }
+
+    fn into_entries(self) -> impl DoubleEndedIterator<Item = (EndpointKey, Option<Endpoint>)> {
+        self.first.into_iter().chain(self.rest)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.first.is_none()
+    }
+
+    /// The endpoints touched.
+    pub fn keys(&self) -> impl Iterator<Item = &EndpointKey> {
+        self.first.iter().chain(&self.rest).map(|(k, _)| k)
     }
 }
 
@@ -240,7 +277,7 @@ impl Engine {
     /// Undo a request whose changes the kernel refused: every endpoint it touched goes back to
     /// what it was. Stages nothing, since the kernel never took the changes.
     pub fn revert(&mut self, undo: Undo) {
-        for (key, before) in undo.0.into_iter().rev() {
+        for (key, before) in undo.into_entries().rev() {
             self.table.put(key, before);
         }
     }

@@ -380,7 +380,7 @@ impl Engine {
                 filters,
                 description,
             },
-            Undo(vec![(key, old)]),
+            Undo::one(key, old),
         ))
     }
 
@@ -501,7 +501,7 @@ impl Engine {
                 filters: Vec::new(),
                 description,
             },
-            Undo(vec![(key, old)]),
+            Undo::one(key, old),
         ))
     }
 
@@ -537,7 +537,7 @@ impl Engine {
         let mut endpoint = old.clone();
         endpoint.map = None;
         self.put(now, key, Some(endpoint), changes);
-        (DeleteOutcome::Deleted, Undo(vec![(key, Some(old))]))
+        (DeleteOutcome::Deleted, Undo::one(key, Some(old)))
     }
 
     /// NAT-PMP delete-all (RFC 6886 §3.4): every MAP mapping of `client` for `protocol` that
@@ -554,7 +554,7 @@ impl Engine {
             deleted: 0,
             kept: 0,
         };
-        let mut undo = Vec::new();
+        let mut undo = Undo::default();
         for key in self.table.keys_of(client, protocol) {
             let (result, u) = self.delete(now, key, Claim::NatPmp, changes);
             match result {
@@ -562,8 +562,8 @@ impl Engine {
                 DeleteOutcome::NotOwner { .. } => outcome.kept += 1,
                 DeleteOutcome::NotFound => {}
             }
-            undo.extend(u.0);
+            undo.append(u);
         }
-        (outcome, Undo(undo))
+        (outcome, undo)
     }
 }

@@ -95,7 +95,7 @@ impl Engine {
                 })
             })
             .collect();
-        let mut undo = Vec::with_capacity(keys.len());
+        let mut undo = Undo::default();
         for key in keys {
             let Some(old) = self.table.get(&key).cloned() else {
                 continue;
@@ -112,8 +112,8 @@ impl Engine {
                 }
             }
             self.put(now, key, Some(endpoint), changes);
-            undo.push((key, Some(old)));
+            undo.push(key, Some(old));
         }
-        (removed, Undo(undo))
+        (removed, undo)
     }
 }
