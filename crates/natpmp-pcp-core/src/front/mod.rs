@@ -10,7 +10,9 @@
 pub mod natpmp;
 pub mod pcp;
 pub mod pcp_options;
+pub mod scope;
 
+use crate::engine::mapping::EndpointKey;
 use crate::engine::{Engine, Undo};
 use crate::time::Timestamp;
 use crate::wire;
@@ -40,6 +42,11 @@ enum PendingReply {
 }
 
 impl Pending {
+    /// The endpoints the request changed.
+    pub fn touched(&self) -> impl Iterator<Item = &EndpointKey> {
+        self.undo.keys()
+    }
+
     /// Write the reply to `request` (the datagram this came from). `committed`: the kernel
     /// took the changes. If it did not, the engine first puts the table back as it was, and
     /// the client is told the request failed (NAT-PMP result 3, PCP NETWORK_FAILURE).

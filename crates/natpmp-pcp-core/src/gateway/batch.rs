@@ -10,11 +10,23 @@
 //! engine, which repairs both. Only if that fails are those requests reverted and their
 //! clients told the request failed.
 //!
-//! A request is never staged on top of an uncommitted one from the same client: the batch is
-//! settled first. Undo records are snapshots of the endpoints a request touched, and this
-//! keeps them exact.
+//! A request is staged on top of uncommitted ones from the same client only when it touches
+//! other endpoints than they did (front/scope.rs reads that from its bytes before it is
+//! handled); when it may touch the same one, the batch is settled first. So a request never
+//! reads state that a refusal could still take back, and the undo records, snapshots of the
+//! endpoints each request touched, stay exact, as no two waiting requests share an endpoint.
+//! A client that maps its whole quota in one burst gets one transaction per batch rather than
+//! one per request.
+//!
+//! What a request reads beyond its own endpoints may still be uncommitted: its client's quota
+//! count and which external ports are taken, by its own earlier requests as by other clients'.
+//! Should the kernel refuse one of those, a request that was refused for lack of room was
+//! refused too early; the error is a short-lived one (NAT-PMP result 4, PCP
+//! USER_EX_QUOTA or NO_RESOURCES with a 30 s lifetime) and the client asks again.
 
 use super::{Gateway, Outgoing};
+use crate::addr::Protocol;
+use crate::front::scope::{self, Scope};
 use crate::front::{self, Dispatch, Handled, Pending};
 use crate::kernel::{removed_for_good, Change, Errno, Forwarder};
 use crate::time::Timestamp;
@@ -47,7 +59,57 @@ struct Waiting<'a> {
 struct Batch<'a> {
     waiting: Vec<Waiting<'a>>,
     changes: Vec<Change>,
+    /// The clients with a waiting request.
     clients: HashSet<IpAddr>,
+    /// What their waiting requests touched: one endpoint (protocol, internal port), or `None`
+    /// for any of the client's.
+    touched: HashSet<(IpAddr, Option<(Protocol, u16)>)>,
+}
+
+impl Batch<'_> {
+    /// Whether a request of `client` with `scope` may touch what a waiting request did.
+    fn overlaps(&self, client: IpAddr, scope: Scope) -> bool {
+        match scope {
+            Scope::Nothing => false,
+            Scope::Client => self.clients.contains(&client),
+            Scope::Endpoint {
+                protocol,
+                internal_port,
+            } => {
+                self.touched.contains(&(client, None))
+                    || self
+                        .touched
+                        .contains(&(client, Some((protocol, internal_port))))
+            }
+        }
+    }
+
+    /// A request of `client` with `scope` is waiting, having touched `pending.touched()`.
+    fn record(&mut self, client: IpAddr, scope: Scope, pending: &Pending) {
+        self.clients.insert(client);
+        let within = pending.touched().all(|k| scope.covers(client, k));
+        // A request that touched more than its bytes said is a bug in front/scope.rs; in a
+        // release build, at least nothing more is stacked on this client until the batch is
+        // settled.
+        debug_assert!(
+            within,
+            "{scope:?} does not cover {:?}",
+            pending.touched().collect::<Vec<_>>()
+        );
+        let endpoint = match scope {
+            Scope::Endpoint {
+                protocol,
+                internal_port,
+            } if within => Some((protocol, internal_port)),
+            _ => None,
+        };
+        self.touched.insert((client, endpoint));
+    }
+
+    fn clear(&mut self) {
+        self.clients.clear();
+        self.touched.clear();
+    }
 }
 
 impl<F: Forwarder> Gateway<F> {
@@ -89,7 +151,9 @@ impl<F: Forwarder> Gateway<F> {
             if !self.rate_limiter.admit(now, d.source.ip()) {
                 continue;
             }
-            if batch.clients.contains(&d.source.ip()) {
+            let client = d.source.ip().to_canonical();
+            let scope = scope::scope(d.payload, self.config.pcp);
+            if batch.overlaps(client, scope) {
                 self.settle(now, &mut batch, out);
             }
             let start = batch.changes.len();
@@ -105,7 +169,7 @@ impl<F: Forwarder> Gateway<F> {
                     })
                 }
                 Handled::Pending(pending) => {
-                    batch.clients.insert(d.source.ip());
+                    batch.record(client, scope, &pending);
                     batch.waiting.push(Waiting {
                         pending,
                         request: d.payload,
@@ -159,7 +223,7 @@ impl<F: Forwarder> Gateway<F> {
     fn settle(&mut self, now: Timestamp, batch: &mut Batch<'_>, out: &mut Vec<Outgoing>) {
         let waiting = std::mem::take(&mut batch.waiting);
         let changes = std::mem::take(&mut batch.changes);
-        batch.clients.clear();
+        batch.clear();
         if waiting.is_empty() {
             return;
         }
