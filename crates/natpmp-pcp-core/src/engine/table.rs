@@ -28,13 +28,40 @@ use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+/// An expiry in the expiry indexes: a `Timestamp` as two 32-bit halves, high first, so that it
+/// orders the same but is 4-aligned. An index entry is then 28 bytes, not 32 (a `u64` beside
+/// the 20-byte key pads it to 32). Expiries are inserted in ascending time order, which leaves
+/// a B-tree's nodes half full, so each byte of an entry costs about two: 9 bytes per mapping
+/// at 100 000.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ExpiresAt {
+    high: u32,
+    low: u32,
+}
+
+impl From<Timestamp> for ExpiresAt {
+    fn from(t: Timestamp) -> ExpiresAt {
+        let ms = t.as_millis();
+        ExpiresAt {
+            high: (ms >> 32) as u32,
+            low: ms as u32,
+        }
+    }
+}
+
+impl From<ExpiresAt> for Timestamp {
+    fn from(at: ExpiresAt) -> Timestamp {
+        Timestamp::from_millis(u64::from(at.high) << 32 | u64::from(at.low))
+    }
+}
+
 #[derive(Default)]
 pub struct MappingTable {
     endpoints: BTreeMap<EndpointKey, Box<Endpoint>>,
     /// IPv4 endpoints only: IPv6 pinholes allocate no external port.
     by_external: HashMap<(Protocol, u16), EndpointKey>,
-    map_expiry: BTreeSet<(Timestamp, EndpointKey)>,
-    peer_expiry: BTreeSet<(Timestamp, MappingId)>,
+    map_expiry: BTreeSet<(ExpiresAt, EndpointKey)>,
+    peer_expiry: BTreeSet<(ExpiresAt, MappingId)>,
     per_client: HashMap<IpAddr, usize>,
     mappings: usize,
     /// One bit per external port held in either protocol (IPv4).
@@ -103,11 +130,11 @@ impl MappingTable {
             self.held_ports.set(e.external_port, true);
         }
         if let Some(m) = &e.map {
-            self.map_expiry.insert((m.expires, key));
+            self.map_expiry.insert((m.expires.into(), key));
         }
         for p in &e.peers {
             self.peer_expiry.insert((
-                p.expires,
+                p.expires.into(),
                 MappingId {
                     key,
                     remote: Some(p.remote),
@@ -130,11 +157,11 @@ impl MappingTable {
             }
         }
         if let Some(m) = &e.map {
-            self.map_expiry.remove(&(m.expires, key));
+            self.map_expiry.remove(&(m.expires.into(), key));
         }
         for p in &e.peers {
             self.peer_expiry.remove(&(
-                p.expires,
+                p.expires.into(),
                 MappingId {
                     key,
                     remote: Some(p.remote),
@@ -169,12 +196,13 @@ impl MappingTable {
     pub fn next_expiry(&self) -> Option<Timestamp> {
         let map = self.map_expiry.first().map(|(t, _)| *t);
         let peer = self.peer_expiry.first().map(|(t, _)| *t);
-        map.into_iter().chain(peer).min()
+        map.into_iter().chain(peer).min().map(Timestamp::from)
     }
 
     /// The mappings whose lifetime ends at or before `now`, earliest first (still in the
     /// table: the engine removes them, so that their kernel elements are staged too).
     pub fn expired(&self, now: Timestamp) -> Vec<MappingId> {
+        let now = ExpiresAt::from(now);
         let maps = self
             .map_expiry
             .iter()
@@ -186,7 +214,7 @@ impl MappingTable {
             .take_while(|(t, _)| *t <= now)
             .copied();
         // In the order one set of (expiry, id) gave: by time, then id (a MAP before its PEERs).
-        let mut all: Vec<(Timestamp, MappingId)> = maps.chain(peers).collect();
+        let mut all: Vec<(ExpiresAt, MappingId)> = maps.chain(peers).collect();
         all.sort_unstable();
         all.into_iter().map(|(_, id)| id).collect()
     }
@@ -209,6 +237,24 @@ mod tests {
     use super::*;
     use crate::engine::mapping::{MapMapping, Owner};
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn expiries_order_as_timestamps_in_28_bytes_an_entry() {
+        let times = [
+            0,
+            1,
+            u32::MAX as u64,
+            u32::MAX as u64 + 1,
+            1 << 40,
+            u64::MAX,
+        ];
+        for w in times.windows(2) {
+            let (a, b) = (Timestamp::from_millis(w[0]), Timestamp::from_millis(w[1]));
+            assert!(ExpiresAt::from(a) < ExpiresAt::from(b), "{a:?} {b:?}");
+            assert_eq!(Timestamp::from(ExpiresAt::from(a)), a);
+        }
+        assert_eq!(std::mem::size_of::<(ExpiresAt, EndpointKey)>(), 28);
+    }
 
     fn key(host: u8, port: u16) -> EndpointKey {
         EndpointKey {
