@@ -6,7 +6,8 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
 # FUZZ_RUNS=N stops each target after N executions (libFuzzer's -runs) instead of at SECONDS
-# alone, whichever comes first. FUZZ_SANITIZER=none builds without AddressSanitizer: the code
+# alone, whichever comes first. FUZZ_DEBUG_ASSERTIONS=1 builds with debug assertions on (the
+# gateway's own consistency checks, e.g. that a request touched only what its scope said). FUZZ_SANITIZER=none builds without AddressSanitizer: the code
 # the targets reach is safe Rust (the project's unsafe blocks are socket system calls, which
 # no target makes), so ASan finds nothing there that a panic would not, and without it the
 # slow targets run faster; the long runs towards 10^7 use it.
@@ -44,6 +45,9 @@ if command -v flock >/dev/null 2>&1; then
     lock=(flock /tmp/natpmpd-cargo.lock)
 fi
 sanitizer=(-s "${FUZZ_SANITIZER:-address}")
+if [ "${FUZZ_DEBUG_ASSERTIONS:-0}" = 1 ]; then
+    sanitizer+=(--debug-assertions)
+fi
 runs=()
 if [ -n "${FUZZ_RUNS:-}" ]; then
     runs=(-runs="$FUZZ_RUNS")
