@@ -15,6 +15,7 @@ use crate::local_sockets;
 use crate::metrics::{self, Metrics};
 use crate::netif::{self, Monitor};
 use crate::notify::{self, Notifier};
+use crate::socket_scanner::{Scan, SocketScanner};
 use crate::udp::{Outbound, RequestSocket};
 use anyhow::Context;
 use natpmp_pcp_core::kernel::{Forwarder, KernelError, NullForwarder};
@@ -113,8 +114,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     };
     daemon.refresh_interfaces();
     // Before serving, so restored mappings on the router's own ports are taken back at once.
-    daemon.refresh_local_sockets();
-    let mut socket_scan = tokio::time::interval(local_sockets::SCAN_INTERVAL);
+    daemon.local_sockets_scanned(local_sockets::scan());
+    let mut scanner = SocketScanner::start(local_sockets::SCAN_INTERVAL)
+        .context("starting the socket-scan thread")?;
     if daemon.config.enabled {
         daemon.start()?;
     } else {
@@ -150,7 +152,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                 }
             }
             _ = tokio::time::sleep_until(daemon.next_wakeup().into()) => {}
-            _ = socket_scan.tick() => daemon.refresh_local_sockets(),
+            scan = scanner.next() => daemon.local_sockets_scanned(scan),
             result = daemon.lease_writer.written() => daemon.lease_written(result),
             // From the loop itself: a loop that is stuck stops the pings.
             _ = notify::tick(&mut watchdog) => daemon.notify.watchdog(),
@@ -306,9 +308,8 @@ impl Daemon {
         }
     }
 
-    /// Rescan the router's own sockets (see `local_sockets`).
-    fn refresh_local_sockets(&mut self) {
-        let (sockets, error) = local_sockets::scan();
+    /// A scan of the router's own sockets (see `local_sockets`) came in.
+    fn local_sockets_scanned(&mut self, (sockets, error): Scan) {
         match error {
             Some(e) if !self.local_sockets_failing => {
                 warn!("{e}; the router's own ports there are not protected from mappings");

@@ -24,4 +24,5 @@ pub mod local_sockets;
 pub mod metrics;
 pub mod netif;
 pub mod notify;
+pub mod socket_scanner;
 pub mod udp;
