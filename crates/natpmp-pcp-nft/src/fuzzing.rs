@@ -36,6 +36,15 @@ pub fn netlink(data: &[u8]) {
             let _ = e.describe();
             let _ = crate::session::refused("fuzzing".into(), &e).to_string();
         }
+        // A sock_diag answer: the listener's port and address are read from where
+        // `inet_diag_msg` keeps them.
+        if let Some((addr, port)) = crate::sock_diag::parse_listener(msg.payload) {
+            assert_eq!(msg.payload[4..6], port.to_be_bytes());
+            match addr {
+                IpAddr::V4(a) => assert_eq!(msg.payload[8..12], a.octets()),
+                IpAddr::V6(a) => assert_eq!(msg.payload[8..24], a.octets()),
+            }
+        }
         let attrs = msg.payload.get(NFGENMSG_LEN..).unwrap_or(&[]);
         walk(attrs, 0);
         rebuild(attrs);
@@ -254,6 +263,30 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     for object in health_objects() {
         out.push(("health", object));
     }
+    out.push(("netlink", sock_diag_answers()));
+    out
+}
+
+/// A sock_diag dump as the kernel answers it: an IPv4 and an IPv6 listener, then DONE.
+fn sock_diag_answers() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut message = |ty: u16, payload: &[u8]| {
+        out.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
+        out.extend_from_slice(&ty.to_ne_bytes());
+        out.extend_from_slice(&2u16.to_ne_bytes()); // NLM_F_MULTI
+        out.extend_from_slice(&[7, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(payload);
+    };
+    for (family, addr) in [
+        (2u8, Ipv4Addr::new(192, 168, 88, 1).octets().to_vec()),
+        (10, Ipv6Addr::LOCALHOST.octets().to_vec()),
+    ] {
+        let mut p = vec![family, 10, 0, 0, 0x01, 0xbb, 0, 0];
+        p.extend_from_slice(&addr);
+        p.resize(72, 0);
+        message(20, &p);
+    }
+    message(3, &0i32.to_ne_bytes());
     out
 }
 

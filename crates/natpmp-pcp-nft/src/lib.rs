@@ -12,6 +12,8 @@
 //! - `conntrack`: ctnetlink dump and delete messages (IPv4 and IPv6), to end the flows of
 //!   removed elements.
 //! - `session`: requests and answers over our netlink socket.
+//! - `sock_diag`: the router's own listening TCP sockets, which the daemon keeps out of the
+//!   port allocator ([`tcp_listeners`]).
 //! - `nl`: netlink framing (builder, checked parsers) and the netlink socket.
 //!
 //! Only [`NftForwarder`] and the conntrack entries it reports are public: the messages are
@@ -27,7 +29,9 @@ mod nft_forwarder;
 mod nftables;
 mod nl;
 mod session;
+mod sock_diag;
 mod template;
 
 pub use conntrack::{Entry as ConntrackEntry, Tuple as ConntrackTuple};
 pub use nft_forwarder::NftForwarder;
+pub use sock_diag::tcp_listeners;

@@ -411,7 +411,8 @@ impl ErrorMsg {
 /// hangs forever is worse than one that reports an error.
 const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A `NETLINK_NETFILTER` socket bound in the network namespace of the thread that opened it.
+/// A netlink socket (`NETLINK_NETFILTER` unless opened with [`Socket::open_protocol`]) bound
+/// in the network namespace of the thread that opened it.
 pub struct Socket {
     fd: OwnedFd,
     /// Kernel-assigned port id; replies carry it, so stray messages can be told apart.
@@ -422,12 +423,17 @@ pub struct Socket {
 
 impl Socket {
     pub fn open() -> io::Result<Socket> {
+        Socket::open_protocol(libc::NETLINK_NETFILTER)
+    }
+
+    /// A socket of another netlink family (`NETLINK_SOCK_DIAG`).
+    pub fn open_protocol(protocol: i32) -> io::Result<Socket> {
         // SAFETY: plain syscall; the result is checked before it is wrapped.
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
+                protocol,
             )
         };
         if fd < 0 {

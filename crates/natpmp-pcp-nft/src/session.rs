@@ -55,18 +55,22 @@ pub struct Session {
 
 impl Session {
     pub fn open() -> io::Result<Session> {
-        let sock = nl::Socket::open()?;
+        Ok(Session::with_socket(nl::Socket::open()?))
+    }
+
+    /// A session over `sock` (of any netlink family).
+    pub fn with_socket(sock: nl::Socket) -> Session {
         // Start sequence numbers somewhere unlikely to repeat across restarts, which makes
         // reading a `nft monitor` or a packet capture of several runs less confusing.
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
-        Ok(Session {
+        Session {
             sock,
             seq,
             buf: vec![0; RECV_BUF],
-        })
+        }
     }
 
     pub fn port(&self) -> u32 {

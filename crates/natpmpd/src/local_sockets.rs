@@ -1,6 +1,8 @@
-//! The router's own sockets, read from `/proc/net/{tcp,tcp6,udp,udp6}` (the files show the
-//! network namespace the daemon runs in): every listening TCP socket and every bound UDP
-//! socket, with its local address and port. The gateway keeps the ones on the external
+//! The router's own sockets: every listening TCP socket, from the kernel's socket diagnostics
+//! (`natpmp_pcp_nft::tcp_listeners`, which skips the host-wide table of established
+//! connections that `/proc/net/tcp` walks), or from `/proc/net/{tcp,tcp6}` on a kernel
+//! without them; and every bound UDP socket, from `/proc/net/{udp,udp6}`. All of them show the
+//! network namespace the daemon runs in, with each socket's local address and port. The gateway keeps the ones on the external
 //! address or a wildcard out of the port allocator (a LAN client must never take the router's
 //! WireGuard or web UI port).
 //!
@@ -24,12 +26,27 @@ const TCP_LISTEN: &str = "0A";
 pub fn scan() -> (Vec<LocalSocket>, Option<String>) {
     let mut sockets = Vec::new();
     let mut first_error = None;
-    for (path, protocol) in [
-        ("/proc/net/tcp", Protocol::Tcp),
-        ("/proc/net/tcp6", Protocol::Tcp),
+    let mut files = vec![
         ("/proc/net/udp", Protocol::Udp),
         ("/proc/net/udp6", Protocol::Udp),
-    ] {
+    ];
+    match natpmp_pcp_nft::tcp_listeners() {
+        Ok(listeners) => sockets.extend(listeners.into_iter().filter(|&(_, port)| port != 0).map(
+            |(addr, port)| LocalSocket {
+                protocol: Protocol::Tcp,
+                addr,
+                port,
+            },
+        )),
+        Err(e) => {
+            tracing::debug!("{e}; reading /proc/net/tcp instead");
+            files.extend([
+                ("/proc/net/tcp", Protocol::Tcp),
+                ("/proc/net/tcp6", Protocol::Tcp),
+            ]);
+        }
+    }
+    for (path, protocol) in files {
         match std::fs::read_to_string(path) {
             Ok(text) => sockets.extend(parse(&text, protocol)),
             Err(e) => {

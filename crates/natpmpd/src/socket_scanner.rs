@@ -2,8 +2,9 @@
 //! walks the kernel's whole table of established connections, which is host-wide and sized by
 //! the machine's memory, not by this namespace: 262 144 buckets on a 2-core test machine,
 //! 11 ms a scan in an empty namespace, up to 18 ms under load (perf, during a fill). On the
-//! event loop that was a stall every 2 s, and most of the probe's p99 in the load benchmark.
-//! The loop now takes the newest finished scan when it has one.
+//! event loop that was a stall every 2 s. The scan now asks the kernel's socket diagnostics
+//! for listeners instead (local_sockets.rs), but falls back to `/proc` where they are missing,
+//! so it stays off the loop: the loop takes the newest finished scan when it has one.
 
 use crate::local_sockets;
 use natpmp_pcp_core::gateway::router_ports::LocalSocket;
