@@ -298,6 +298,11 @@ impl Forwarder for NftForwarder {
         for set in ElementSet::ALL {
             self.dump_set(set, &mut elements, &mut unreadable)?;
         }
+        // A dump taken while the kernel is still growing a set's hash table (just after
+        // thousands of adds) can report an element twice: the walk restarts and the kernel
+        // does not flag the dump as interrupted. A key is in a set once: keep the first.
+        let mut seen = std::collections::HashSet::with_capacity(elements.len());
+        elements.retain(|(e, _)| seen.insert(*e));
         match unreadable.first() {
             None => Ok(elements),
             Some(first) => Err(KernelError::Protocol(format!(
