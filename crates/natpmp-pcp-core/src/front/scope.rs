@@ -12,6 +12,8 @@ use super::{dispatch, Dispatch};
 use crate::addr::Protocol;
 use crate::engine::mapping::EndpointKey;
 use crate::wire;
+use crate::wire::natpmp::Request;
+use crate::wire::pcp::MapData;
 use std::net::IpAddr;
 
 /// The endpoints of its client a request may read or change.
@@ -45,14 +47,8 @@ impl Scope {
     }
 }
 
-/// NAT-PMP map request: internal port at bytes 4–5 (RFC 6886 §3.3).
-const NATPMP_INTERNAL_PORT: usize = 4;
-/// PCP MAP and PEER: the protocol and internal port in the opcode data that both begin with
-/// (RFC 6887 §11.1, §12.1), after the 24-byte header and the 12-byte nonce.
-const PCP_PROTOCOL: usize = wire::pcp::HEADER_LEN + 12;
-const PCP_INTERNAL_PORT: usize = wire::pcp::HEADER_LEN + 16;
-
-/// The scope of `datagram`, as `front::dispatch` would route it.
+/// The scope of `datagram`, as `front::dispatch` would route it, read with the front ends'
+/// own parsers.
 pub fn scope(datagram: &[u8], pcp_enabled: bool) -> Scope {
     match dispatch(datagram, pcp_enabled) {
         Dispatch::Drop | Dispatch::UnsupportedVersion => Scope::Nothing,
@@ -62,36 +58,28 @@ pub fn scope(datagram: &[u8], pcp_enabled: bool) -> Scope {
 }
 
 fn natpmp_scope(datagram: &[u8]) -> Scope {
-    let protocol = match datagram[1] {
-        wire::natpmp::OP_MAP_UDP => Protocol::Udp,
-        wire::natpmp::OP_MAP_TCP => Protocol::Tcp,
-        // The address request, and unsupported opcodes.
-        _ => return Scope::Nothing,
-    };
-    if datagram.len() < wire::natpmp::MAP_REQUEST_LEN {
-        // Too short: dropped.
-        return Scope::Nothing;
-    }
-    match port_at(datagram, NATPMP_INTERNAL_PORT) {
-        None => Scope::Nothing,
+    match wire::natpmp::parse(datagram) {
         // Port 0 with lifetime 0 deletes all of the client's mappings (RFC 6886 §3.4).
-        Some(0) => Scope::Client,
-        Some(internal_port) => Scope::Endpoint {
-            protocol,
-            internal_port,
+        Some(Request::Map(m)) if m.internal_port == 0 => Scope::Client,
+        Some(Request::Map(m)) => Scope::Endpoint {
+            protocol: m.protocol,
+            internal_port: m.internal_port,
         },
+        // The address request, unsupported opcodes, and what is dropped.
+        _ => Scope::Nothing,
     }
 }
 
 fn pcp_scope(datagram: &[u8]) -> Scope {
     match datagram[1] & !wire::pcp::RESPONSE_BIT {
         wire::pcp::OP_ANNOUNCE => Scope::Nothing,
+        // A PEER's opcode data begins as a MAP's (RFC 6887 §12.1).
         wire::pcp::OP_MAP | wire::pcp::OP_PEER => {
-            let protocol = datagram
-                .get(PCP_PROTOCOL)
-                .and_then(|&n| Protocol::from_number(n));
-            match (protocol, port_at(datagram, PCP_INTERNAL_PORT)) {
-                (Some(protocol), Some(internal_port)) if internal_port != 0 => Scope::Endpoint {
+            let data = datagram
+                .get(wire::pcp::HEADER_LEN..)
+                .and_then(MapData::parse);
+            match data.and_then(|d| Some((Protocol::from_number(d.protocol)?, d.internal_port))) {
+                Some((protocol, internal_port)) if internal_port != 0 => Scope::Endpoint {
                     protocol,
                     internal_port,
                 },
@@ -101,11 +89,6 @@ fn pcp_scope(datagram: &[u8]) -> Scope {
         }
         _ => Scope::Client,
     }
-}
-
-fn port_at(datagram: &[u8], at: usize) -> Option<u16> {
-    let b = datagram.get(at..at + 2)?;
-    Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
 #[cfg(test)]
@@ -119,6 +102,11 @@ mod tests {
         d.extend_from_slice(&[0; 6]);
         d
     }
+
+    /// Where MAP and PEER keep the protocol and internal port: after the 24-byte header and
+    /// the 12-byte nonce (RFC 6887 §11.1).
+    const PCP_PROTOCOL: usize = 36;
+    const PCP_INTERNAL_PORT: usize = 40;
 
     fn pcp(opcode: u8, protocol: u8, internal_port: u16) -> Vec<u8> {
         let mut d = vec![0u8; 60];
