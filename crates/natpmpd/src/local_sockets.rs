@@ -1,10 +1,10 @@
 //! The router's own sockets: every listening TCP socket, from the kernel's socket diagnostics
-//! (`natpmp_pcp_nft::tcp_listeners`, which skips the host-wide table of established
-//! connections that `/proc/net/tcp` walks), or from `/proc/net/{tcp,tcp6}` on a kernel
-//! without them; and every bound UDP socket, from `/proc/net/{udp,udp6}`. All of them show the
-//! network namespace the daemon runs in, with each socket's local address and port. The gateway keeps the ones on the external
-//! address or a wildcard out of the port allocator (a LAN client must never take the router's
-//! WireGuard or web UI port).
+//! (`natpmp_pcp_nft::tcp_listeners`, which skips the host-wide table of established connections
+//! that `/proc/net/tcp` walks), or from `/proc/net/{tcp,tcp6}` on a kernel without them; and
+//! every bound UDP socket, from `/proc/net/{udp,udp6}`. All of them show the network namespace
+//! the daemon runs in, with each socket's local address and port. The gateway keeps the ones on
+//! the external address or a wildcard out of the port allocator (a LAN client must never take
+//! the router's WireGuard or web UI port).
 //!
 //! Read every [`SCAN_INTERVAL`]: a service that starts between two scans can lose its port to
 //! a mapping made in that window until the next scan takes it back; services that restart
