@@ -15,6 +15,9 @@ pub const SERVER: u16 = 5351;
 pub struct Counts {
     pub replies: u64,
     pub timeouts: u64,
+    /// The longest any client waited for a reply: a turn of the daemon's loop that stalls
+    /// shows here even when the probe's few requests miss it.
+    pub slowest: Duration,
 }
 
 /// `clients` closed-loop clients in `ns`, one per source address, each sending `request(i)`
@@ -42,9 +45,13 @@ pub fn closed_loop(
                 let end = Instant::now() + run;
                 let mut i = 0u64;
                 while Instant::now() < end {
+                    let sent = Instant::now();
                     sock.send_to(&request(n, i), to).unwrap();
                     match sock.recv_from(&mut buf) {
-                        Ok(_) => counts.replies += 1,
+                        Ok(_) => {
+                            counts.replies += 1;
+                            counts.slowest = counts.slowest.max(sent.elapsed());
+                        }
                         Err(_) => counts.timeouts += 1,
                     }
                     i += 1;
@@ -59,6 +66,7 @@ pub fn closed_loop(
         .fold(Counts::default(), |a, c| Counts {
             replies: a.replies + c.replies,
             timeouts: a.timeouts + c.timeouts,
+            slowest: a.slowest.max(c.slowest),
         })
 }
 

@@ -1,8 +1,11 @@
 //! Filling the gateway with 100 000 mappings (16 hosts, TCP and UDP): how long it takes, the
-//! daemon's memory per mapping, and what one more mapping costs at 1 000 against 100 000.
+//! daemon's memory per mapping, and what one more mapping costs at 1 000 against 100 000;
+//! then the hosts renew their mappings in closed loop, with the probe running, to show what
+//! a full table costs the requests of a busy gateway (a lease snapshot is due every second).
 
+use crate::clients::{closed_loop, ms};
 use crate::lab::*;
-use crate::{lab_with_load_hosts, start};
+use crate::{lab_with_load_hosts, per_second, probe, start, RUN};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
@@ -191,4 +194,16 @@ pub fn run(extra: &str) {
         PROBE_AT * 2,
         per(loop_last) / per(loop_first)
     );
+    let per_host = listed / hosts.len();
+    let p = probe(&lab);
+    let renewed = closed_loop(&lab.lan, &hosts, GW_LAN, RUN, move |h, i| {
+        request(h, i as usize % per_host).to_vec()
+    });
+    println!(
+        "renewals at {listed} mappings: {:.0}/s ({} timeouts), slowest reply {:.2} ms",
+        per_second(renewed.replies),
+        renewed.timeouts,
+        ms(renewed.slowest)
+    );
+    println!("  {}", p.finish().summary());
 }
