@@ -275,3 +275,49 @@ fn a_first_start_on_an_empty_kernel_is_not_a_recovery() {
     );
     assert_eq!(started.recovery, None);
 }
+
+/// A periodic snapshot is taken a slice at a time (core `gateway/leases.rs`), so a port that
+/// moves from one client to another between two slices is in the file twice. After a crash
+/// the clash is settled by the kernel: the port's current holder forwards, nothing is lost.
+#[test]
+fn a_port_that_moved_between_two_slices_of_the_snapshot_comes_back_with_its_holder() {
+    let mut before = Gw::new();
+    before.gateway.set_lease_slice(1);
+    before.map_ok(A, TCP, 80, 40080, 3600);
+    before.map_ok(B, TCP, 8080, 40090, 3600);
+    pass(&mut before, 1);
+    // The first slice copies A's endpoint (A sorts before B).
+    before.timeout();
+    assert!(before.leases.is_empty());
+    // A lets the port go and B takes it, before the slice that copies B's endpoint.
+    before.map(A, TCP, 80, 0, 0);
+    before.map(B, TCP, 8080, 0, 0);
+    assert_eq!(before.map_ok(B, TCP, 8080, 40080, 3600), 40080);
+    before.timeout();
+    let saved = before
+        .leases
+        .last()
+        .cloned()
+        .expect("the snapshot is whole");
+    let holders: Vec<_> = saved
+        .records
+        .iter()
+        .map(|r| (r.client, r.external_port))
+        .collect();
+    assert_eq!(holders, [(v4(A), 40080), (v4(B), 40080)], "{saved:?}");
+    pass(&mut before, 5);
+    let (gw, started) = crash_and_restart(&before, &saved, saved.taken_at);
+    // A's record is restored first and B's skipped as a clash; the kernel no longer holds
+    // A's, and holds B's whole: A is dropped and B adopted, the epoch goes on.
+    let recovery = started
+        .recovery
+        .clone()
+        .expect("an unclean start is reconciled");
+    assert_eq!((recovery.dropped, recovery.adopted), (1, 1), "{started:?}");
+    assert_eq!(recovery.lost, None);
+    assert!(started.epoch_continued);
+    assert_eq!(gw.elements(), pair(TCP, EXT, 40080, B, 8080), "{started:?}");
+    assert!(gw.mapping(A, TCP, 80).is_none());
+    assert!(gw.mapping(B, TCP, 8080).is_some(), "{started:?}");
+    gw.assert_kernel_matches_engine();
+}

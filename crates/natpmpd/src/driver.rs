@@ -183,6 +183,13 @@ impl Daemon {
         Timestamp::from_millis(self.origin.elapsed().as_millis() as u64)
     }
 
+    /// The wall-clock time (Unix milliseconds) of the loop's past time `t`: a lease
+    /// snapshot's expiries count from when it was taken, not from when it is written.
+    fn unix_ms_of(&self, t: Timestamp) -> u64 {
+        let ago = self.now().since(t).as_millis() as u64;
+        leases::now_unix_ms().saturating_sub(ago)
+    }
+
     fn instant_of(&self, t: Timestamp) -> Instant {
         self.origin + Duration::from_millis(t.as_millis())
     }
@@ -361,7 +368,8 @@ impl Daemon {
         }
         self.gateway.clear_flows();
         if let Some(snapshot) = self.gateway.take_lease_snapshot(now) {
-            self.lease_writer.submit(snapshot);
+            let taken_at = self.unix_ms_of(snapshot.taken_at);
+            self.lease_writer.submit(snapshot, taken_at);
         }
         if let Some(m) = &mut self.metrics {
             m.update(&self.gateway, now, None, false);
@@ -480,7 +488,8 @@ impl Daemon {
         let snapshot = self.gateway.shutdown(now, keep);
         // The writes under way end first, so no older snapshot overwrites the clean one.
         self.lease_writer.finish();
-        if let Err(e) = leases::save(&self.config.lease_file, leases::now_unix_ms(), &snapshot) {
+        let taken_at = self.unix_ms_of(snapshot.taken_at);
+        if let Err(e) = leases::save(&self.config.lease_file, taken_at, &snapshot) {
             error!(
                 "cannot write the lease file {}: {e}",
                 self.config.lease_file.display()

@@ -11,28 +11,32 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use tokio::sync::mpsc as tokio_mpsc;
 
+/// A snapshot, and the wall-clock time (Unix milliseconds) its expiries count from.
+type Job = (LeaseSnapshot, u64);
+
 /// How a write went: the number of leases written, or what failed.
 pub type WriteResult = Result<usize, String>;
 
 pub struct LeaseWriter {
-    jobs: Option<mpsc::Sender<LeaseSnapshot>>,
+    jobs: Option<mpsc::Sender<Job>>,
     results: tokio_mpsc::UnboundedReceiver<WriteResult>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl LeaseWriter {
     pub fn new(path: PathBuf) -> std::io::Result<LeaseWriter> {
-        let (jobs, job_rx) = mpsc::channel::<LeaseSnapshot>();
+        let (jobs, job_rx) = mpsc::channel::<Job>();
         let (result_tx, results) = tokio_mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("lease-writer".into())
             .spawn(move || {
-                while let Ok(mut snapshot) = job_rx.recv() {
+                while let Ok(mut job) = job_rx.recv() {
                     // Coalesce: only the newest snapshot matters.
                     while let Ok(newer) = job_rx.try_recv() {
-                        snapshot = newer;
+                        job = newer;
                     }
-                    let result = leases::save(&path, leases::now_unix_ms(), &snapshot)
+                    let (snapshot, taken_at_unix_ms) = job;
+                    let result = leases::save(&path, taken_at_unix_ms, &snapshot)
                         .map(|()| snapshot.records.len())
                         .map_err(|e| format!("{}: {e}", path.display()));
                     if result_tx.send(result).is_err() {
@@ -47,11 +51,11 @@ impl LeaseWriter {
         })
     }
 
-    /// Hand a snapshot to the writer thread.
-    pub fn submit(&self, snapshot: LeaseSnapshot) {
+    /// Hand a snapshot to the writer thread, with the wall-clock time of its `taken_at`.
+    pub fn submit(&self, snapshot: LeaseSnapshot, taken_at_unix_ms: u64) {
         if let Some(jobs) = &self.jobs {
             // The thread only ends when `finish` drops the sender.
-            let _ = jobs.send(snapshot);
+            let _ = jobs.send((snapshot, taken_at_unix_ms));
         }
     }
 

@@ -318,6 +318,7 @@ mod tests {
             external_addr: addr,
             epoch_seconds: epoch,
             records,
+            taken_at: natpmp_pcp_core::Timestamp::ZERO,
             clean: false,
         }
     }

@@ -72,7 +72,27 @@ impl Engine {
     /// Every mapping as a record to save.
     pub fn records(&self, now: Timestamp) -> Vec<MappingRecord> {
         let mut out = Vec::with_capacity(self.table.len());
-        for (key, e) in self.table.iter() {
+        self.records_after(now, None, usize::MAX, &mut out);
+        out
+    }
+
+    /// The records of up to `endpoints` endpoints after `after` (from the first for `None`),
+    /// appended to `out`, their expiries counted from `now`. Returns the last endpoint read
+    /// when there may be more, `None` at the end of the table: the lease snapshot of a large
+    /// table is taken a slice at a time this way, so no turn of the loop copies all of it.
+    pub fn records_after(
+        &self,
+        now: Timestamp,
+        after: Option<&EndpointKey>,
+        endpoints: usize,
+        out: &mut Vec<MappingRecord>,
+    ) -> Option<EndpointKey> {
+        let mut last = None;
+        for (n, (key, e)) in self.table.iter_after(after).enumerate() {
+            if n == endpoints {
+                return last;
+            }
+            last = Some(*key);
             if let Some(m) = &e.map {
                 out.push(MappingRecord {
                     client: key.client,
@@ -104,7 +124,7 @@ impl Engine {
                 });
             }
         }
-        out
+        None
     }
 
     /// Bring back mappings saved by an earlier run, staging their kernel elements, and continue

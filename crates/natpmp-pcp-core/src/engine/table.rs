@@ -27,6 +27,7 @@ use crate::addr::Protocol;
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::ops::Bound;
 
 /// An expiry in the expiry indexes: a `Timestamp` as two 32-bit halves, high first, so that it
 /// orders the same but is 4-aligned. An index entry is then 28 bytes, not 32 (a `u64` beside
@@ -222,6 +223,21 @@ impl MappingTable {
     /// All endpoints, ordered by client, protocol, internal port.
     pub fn iter(&self) -> impl Iterator<Item = (&EndpointKey, &Endpoint)> {
         self.endpoints.iter().map(|(k, e)| (k, &**e))
+    }
+
+    /// The endpoints after `key` (all of them for `None`), in the order of [`Self::iter`]:
+    /// where a walk over the table that was put down resumes.
+    pub fn iter_after(
+        &self,
+        key: Option<&EndpointKey>,
+    ) -> impl Iterator<Item = (&EndpointKey, &Endpoint)> {
+        let from = match key {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        self.endpoints
+            .range((from, Bound::Unbounded))
+            .map(|(k, e)| (k, &**e))
     }
 
     /// Remove everything; returns what was there.

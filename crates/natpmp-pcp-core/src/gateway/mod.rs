@@ -51,6 +51,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 pub use batch::Datagram;
+pub use leases::LEASE_SLICE;
 pub use remove::{Removal, Removed};
 pub use stats::{request_labels, DriftFinding, GatewayStats, RequestLabels};
 
@@ -134,6 +135,9 @@ pub struct LeaseSnapshot {
     pub external_addr: Option<Ipv4Addr>,
     pub epoch_seconds: u32,
     pub records: Vec<MappingRecord>,
+    /// When the records were read: their `expires_in_ms` count from here. A snapshot of a
+    /// large table is taken over several turns of the loop; this is the first.
+    pub taken_at: Timestamp,
     /// True only for the snapshot taken at shutdown: nothing can change after it.
     pub clean: bool,
 }
@@ -171,6 +175,10 @@ pub struct Gateway<F: Forwarder> {
     /// When the lease file is next due to be written (a change is waiting).
     lease_due: Option<Timestamp>,
     lease_failing: bool,
+    /// The lease snapshot being taken, a slice per turn (see `leases`).
+    lease_partial: Option<leases::Partial>,
+    /// How many endpoints one slice of it copies.
+    lease_slice: usize,
     next_drift_check: Timestamp,
     /// When the kernel's elements are next listed and compared (see `drift::element_check_interval`).
     next_element_check: Timestamp,
@@ -206,6 +214,8 @@ impl<F: Forwarder> Gateway<F> {
             updates: Train::updates(),
             lease_due: None,
             lease_failing: false,
+            lease_partial: None,
+            lease_slice: leases::LEASE_SLICE,
             next_drift_check: now + DRIFT_CHECK,
             next_element_check: now,
             element_check_size: 0,
@@ -329,6 +339,8 @@ impl<F: Forwarder> Gateway<F> {
     /// element's own timeout still ends it on time, and the next start takes it over).
     /// Returns what the lease file should hold.
     pub fn shutdown(&mut self, now: Timestamp, keep_forwards: bool) -> LeaseSnapshot {
+        // Whole and of one instant: a periodic snapshot under way is dropped.
+        self.lease_partial = None;
         let snapshot = LeaseSnapshot {
             clean: true,
             ..self.lease_snapshot(now)
