@@ -99,9 +99,10 @@ fn renew(extra: &str) {
         map_request(Proto::Tcp, 20000 + n as u16, 0, 3600).to_vec()
     });
     println!(
-        "renewals: {:.0}/s ({} timeouts)",
+        "renewals: {:.0}/s ({} timeouts), slowest reply {:.2} ms",
         per_second(c.replies),
-        c.timeouts
+        c.timeouts,
+        ms(c.slowest)
     );
     println!("  {}", p.finish().summary());
 }
@@ -117,9 +118,10 @@ fn churn(extra: &str) {
         map_request(Proto::Udp, port, 0, lifetime).to_vec()
     });
     println!(
-        "churn (map, delete, map, ...): {:.0}/s ({} timeouts)",
+        "churn (map, delete, map, ...): {:.0}/s ({} timeouts), slowest reply {:.2} ms",
         per_second(c.replies),
-        c.timeouts
+        c.timeouts,
+        ms(c.slowest)
     );
     println!("  {}", p.finish().summary());
 }
