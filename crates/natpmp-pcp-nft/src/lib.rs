@@ -10,17 +10,20 @@
 //!   (`hairpin`).
 //! - `health`: the messages and rules of `Forwarder::check`: is our table still whole?
 //! - `conntrack`: ctnetlink dump and delete messages (IPv4 and IPv6), to end the flows of
-//!   removed elements.
+//!   removed elements; `flow_match` finds those flows in a dump ([`RemovedElements`]), and
+//!   `flow_cleaner` does it on a thread of its own.
 //! - `session`: requests and answers over our netlink socket.
 //! - `sock_diag`: the router's own listening TCP sockets, which the daemon keeps out of the
 //!   port allocator ([`tcp_listeners`]).
 //! - `nl`: netlink framing (builder, checked parsers) and the netlink socket.
 //!
-//! Only [`NftForwarder`] and the conntrack entries it reports are public: the messages are
-//! an implementation detail, tested byte for byte here.
+//! Only [`NftForwarder`], the conntrack entries it reports and [`RemovedElements`] (for its
+//! benchmark) are public: the messages are an implementation detail, tested byte for byte
+//! here.
 
 mod conntrack;
 mod flow_cleaner;
+mod flow_match;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
@@ -33,5 +36,6 @@ mod sock_diag;
 mod template;
 
 pub use conntrack::{Entry as ConntrackEntry, Tuple as ConntrackTuple};
+pub use flow_match::RemovedElements;
 pub use nft_forwarder::NftForwarder;
 pub use sock_diag::tcp_listeners;
