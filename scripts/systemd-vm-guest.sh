@@ -39,6 +39,8 @@ prop_is() { [ "$(service_prop "$1")" = "$2" ]; }
 is_active() { [ "$(systemctl is-active natpmpd)" = "$1" ]; }
 # journal_has SINCE TEXT: natpmpd's journal since SINCE has a line with TEXT.
 journal_has() { journalctl -u natpmpd --no-pager --since "$1" | grep -qF -- "$2"; }
+# lacks TEXT STRING: STRING has no line with TEXT.
+lacks() { ! grep -qF -- "$1" <<<"$2"; }
 wait_for() { # wait_for SECONDS COMMAND...: until the command succeeds, once a second
     local limit="$1" i
     shift
@@ -275,7 +277,13 @@ fi
 step "journalctl -u natpmpd (the whole boot)"
 journalctl -u natpmpd --no-pager -b
 echo "--- of which at priority warning or above (journalctl -p warning):"
-journalctl -u natpmpd --no-pager -b -p warning
+warnings="$(journalctl -u natpmpd --no-pager -b -p warning -o cat)"
+echo "$warnings"
+# natpmpd prefixes each line with its syslog priority when stderr is the journal
+# (crates/natpmpd/src/journal_log.rs): its warnings are filed as such, its info lines not.
+check "journalctl -p warning has natpmpd's warning (the lab's TEST-NET external address)" \
+    grep -qF "is private or reserved" <<<"$warnings"
+check "journalctl -p warning has none of its info lines" lacks "listening on" "$warnings"
 
 step "systemd-analyze security natpmpd"
 security="$(timeout 60 systemd-analyze security --no-pager natpmpd 2>&1)"

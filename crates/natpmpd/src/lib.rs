@@ -12,12 +12,14 @@
 //! - `netif`: interface snapshots and the netlink route monitor.
 //! - `local_sockets`: the router's own listening and bound sockets (never handed out).
 //! - `notify`: systemd's notification socket (READY=1, STATUS=, WATCHDOG=1, RELOADING=1).
+//! - `journal_log`: log lines with their syslog priority when stderr is the journal.
 
 pub mod config;
 pub mod control;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod journal_log;
 pub mod lease_writer;
 pub mod leases;
 pub mod local_sockets;

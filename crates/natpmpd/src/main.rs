@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use natpmpd::config::Config;
+use natpmpd::journal_log;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,17 +51,31 @@ fn return_large_blocks_to_the_system() {
     }
 }
 
+/// Log to stderr at RUST_LOG's levels (default info): on the journal with each line's
+/// priority (`journal_log`), elsewhere with a timestamp, in colour on a terminal.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if journal_log::stderr_is_journal() {
+        logs.with_ansi(false)
+            .event_format(journal_log::PriorityPrefix(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            ))
+            .init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 fn main() -> ExitCode {
     return_large_blocks_to_the_system();
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
 
     if let Some(path) = args.check_config {
         return match Config::load(&path) {

@@ -19,6 +19,7 @@ mod crash_loop;
 mod drift;
 mod hairpin;
 mod ipv6;
+mod journal;
 mod lab_safety;
 mod late_interface;
 mod lifecycle;
