@@ -82,3 +82,49 @@ impl MappingView {
         }
     }
 }
+
+/// How many mappings the table holds of each protocol, address family and maker: the
+/// `natpmpd_mappings` gauges. Kept by the table as endpoints change, so reading it costs
+/// nothing; counting a view of every mapping instead took ~65 ms of the loop at 100 000, once
+/// a second while metrics were on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappingCounts {
+    /// By [protocol][IPv6][PCP]: UDP or TCP, IPv4 or IPv6, NAT-PMP or PCP.
+    counts: [[[usize; 2]; 2]; 2],
+}
+
+impl MappingCounts {
+    fn slot(&mut self, protocol: Protocol, ipv6: bool, via: Via) -> &mut usize {
+        let p = usize::from(protocol == Protocol::Tcp);
+        &mut self.counts[p][usize::from(ipv6)][usize::from(via == Via::Pcp)]
+    }
+
+    /// One mapping more (`by` = 1) or fewer (`by` = -1).
+    pub(crate) fn add(&mut self, protocol: Protocol, ipv6: bool, via: Via, by: isize) {
+        let n = self.slot(protocol, ipv6, via);
+        *n = n.wrapping_add_signed(by);
+    }
+
+    /// How many mappings of `protocol`, of IPv6 hosts or IPv4 ones, made by `via`.
+    pub fn get(&self, protocol: Protocol, ipv6: bool, via: Via) -> usize {
+        let p = usize::from(protocol == Protocol::Tcp);
+        self.counts[p][usize::from(ipv6)][usize::from(via == Via::Pcp)]
+    }
+
+    /// Every combination, with its count (zero ones too).
+    pub fn iter(&self) -> impl Iterator<Item = (Protocol, bool, Via, usize)> + '_ {
+        [Protocol::Udp, Protocol::Tcp]
+            .into_iter()
+            .flat_map(move |protocol| {
+                [false, true].into_iter().flat_map(move |ipv6| {
+                    [Via::NatPmp, Via::Pcp]
+                        .into_iter()
+                        .map(move |via| (protocol, ipv6, via, self.get(protocol, ipv6, via)))
+                })
+            })
+    }
+
+    pub fn total(&self) -> usize {
+        self.iter().map(|(_, _, _, n)| n).sum()
+    }
+}

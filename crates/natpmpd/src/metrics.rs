@@ -22,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -292,40 +292,19 @@ impl Metrics {
             return;
         }
         self.gauges_refreshed = Some(Instant::now());
-        let mut counts: HashMap<MappingLabels, i64> = HashMap::new();
-        for m in gateway.mappings(now) {
+        // Every label set, zero ones too: a series that stops is read as "unknown", not as
+        // "none". The counts are kept by the table; counting a view of every mapping took
+        // ~65 ms of the loop at 100 000 mappings, once a second.
+        for (protocol, ipv6, via, n) in gateway.mapping_counts().iter() {
             let labels = MappingLabels {
-                protocol: m.protocol.to_string(),
-                family: if m.client.is_ipv6() { "ipv6" } else { "ipv4" },
-                owner: match m.via {
+                protocol: protocol.to_string(),
+                family: if ipv6 { "ipv6" } else { "ipv4" },
+                owner: match via {
                     Via::NatPmp => "nat-pmp",
                     Via::Pcp => "pcp",
                 },
             };
-            *counts.entry(labels).or_insert(0) += 1;
-        }
-        // Label sets that emptied go back to 0 rather than vanish: a series that stops is
-        // read as "unknown", not as "none".
-        for labels in [
-            ("tcp", "ipv4"),
-            ("udp", "ipv4"),
-            ("tcp", "ipv6"),
-            ("udp", "ipv6"),
-        ]
-        .iter()
-        .flat_map(|(p, f)| {
-            ["nat-pmp", "pcp"].map(|owner| MappingLabels {
-                protocol: (*p).to_owned(),
-                family: f,
-                owner,
-            })
-        }) {
-            let n = counts.remove(&labels).unwrap_or(0);
-            self.mappings.get_or_create(&labels).set(n);
-        }
-        // Any other protocol number a mapping may carry.
-        for (labels, n) in counts {
-            self.mappings.get_or_create(&labels).set(n);
+            self.mappings.get_or_create(&labels).set(n as i64);
         }
         self.epoch
             .set(i64::from(gateway.engine().epoch_seconds(now)));

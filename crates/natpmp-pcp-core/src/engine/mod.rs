@@ -30,6 +30,7 @@ pub mod thin_vec;
 
 use crate::kernel::{Change, Element};
 use crate::time::Timestamp;
+use crate::view::MappingCounts;
 use access::{AccessRules, PortRange};
 use mapping::{Endpoint, EndpointKey};
 use ports::{PortAllocator, PortBits};
@@ -202,6 +203,12 @@ impl Engine {
     /// How many mappings (MAP and PEER) the table holds.
     pub fn len(&self) -> usize {
         self.table.len()
+    }
+
+    /// How many of each protocol, family and maker (the metrics' gauges), kept as the table
+    /// changes: no walk over it.
+    pub fn mapping_counts(&self) -> MappingCounts {
+        self.table.counts()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -25,6 +25,7 @@ use super::mapping::{Endpoint, EndpointKey, MappingId};
 use super::ports::PortBits;
 use crate::addr::Protocol;
 use crate::time::Timestamp;
+use crate::view::{MappingCounts, Via};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::ops::Bound;
@@ -65,6 +66,8 @@ pub struct MappingTable {
     peer_expiry: BTreeSet<(ExpiresAt, MappingId)>,
     per_client: HashMap<IpAddr, usize>,
     mappings: usize,
+    /// By protocol, family and maker, for the metrics.
+    counts: MappingCounts,
     /// One bit per external port held in either protocol (IPv4).
     pub(super) held_ports: PortBits,
 }
@@ -86,6 +89,11 @@ impl MappingTable {
     /// Who holds `protocol` external `port`, if anyone.
     pub fn holder(&self, protocol: Protocol, port: u16) -> Option<&EndpointKey> {
         self.by_external.get(&(protocol, port))
+    }
+
+    /// How many mappings of each protocol, family and maker the table holds.
+    pub fn counts(&self) -> MappingCounts {
+        self.counts
     }
 
     /// How many mappings `client` holds, of both protocols and both kinds.
@@ -145,6 +153,24 @@ impl MappingTable {
         let n = e.mapping_count();
         *self.per_client.entry(key.client).or_insert(0) += n;
         self.mappings += n;
+        self.count(key, e, 1);
+    }
+
+    /// `by` (1 or -1) for each of `e`'s mappings in `counts`: its MAP by its owner, each PEER
+    /// as PCP's (as `Engine::mappings` shows them).
+    fn count(&mut self, key: EndpointKey, e: &Endpoint, by: isize) {
+        let ipv6 = key.client.is_ipv6();
+        if let Some(m) = &e.map {
+            let via = if m.owner.is_pcp() {
+                Via::Pcp
+            } else {
+                Via::NatPmp
+            };
+            self.counts.add(key.protocol, ipv6, via, by);
+        }
+        for _ in &e.peers {
+            self.counts.add(key.protocol, ipv6, Via::Pcp, by);
+        }
     }
 
     fn unindex(&mut self, key: EndpointKey, e: &Endpoint) {
@@ -177,6 +203,7 @@ impl MappingTable {
             }
         }
         self.mappings -= n;
+        self.count(key, e, -1);
     }
 
     /// Every endpoint of `client` for `protocol`, in internal-port order.

@@ -13,6 +13,7 @@
 //!   timeout exceeds the largest cap ever configured plus the kernel grace;
 //! - everything sent is a response (R bit set, so no reflection loops) of a known version and
 //!   at most 1100 bytes;
+//! - the mapping counts the table keeps (the metrics' gauges) are those of its mappings;
 //! - a lease snapshot, taken two endpoints per step so that it spans several steps as a large
 //!   table's does, holds each endpoint once, and restoring it invents nothing.
 
@@ -23,6 +24,7 @@ use crate::engine::records::{MappingRecord, RecordKind};
 use crate::gateway::interfaces::{ExternalInterface, IfAddr, Interface, Interfaces};
 use crate::gateway::router_ports::LocalSocket;
 use crate::gateway::LeaseSnapshot;
+use crate::view::MappingCounts;
 use crate::{
     Datagram, Engine, EngineConfig, FakeForwarder, Gateway, GatewayConfig, Outgoing, Protocol,
     Timestamp,
@@ -298,6 +300,17 @@ impl Harness {
         for (e, timeout) in self.kernel.elements() {
             assert!(timeout <= longest, "{e} has kernel timeout {timeout:?}");
         }
+
+        // The counts the table keeps for the metrics are those of its mappings.
+        let mut recount = MappingCounts::default();
+        for m in self.gateway.mappings(self.now) {
+            recount.add(m.protocol, m.client.is_ipv6(), m.via, 1);
+        }
+        assert_eq!(
+            self.gateway.mapping_counts(),
+            recount,
+            "the mapping counts the table keeps are not those of its mappings"
+        );
 
         let engine = self.gateway.engine().config().clone();
         let records = self.gateway.engine().records(self.now);

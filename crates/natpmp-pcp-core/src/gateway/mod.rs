@@ -41,7 +41,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::front::pcp::PcpPolicy;
 use crate::kernel::{removed_for_good, Change, Element, Forwarder, KernelError};
 use crate::time::Timestamp;
-use crate::view::MappingView;
+use crate::view::{MappingCounts, MappingView};
 use announce::Train;
 use interfaces::{ExternalInterface, Interface, Interfaces};
 use rate_limit::{RateLimitConfig, RateLimiter};
@@ -253,6 +253,11 @@ impl<F: Forwarder> Gateway<F> {
     /// Every live mapping, for `natpmpctl print`.
     pub fn mappings(&self, now: Timestamp) -> Vec<MappingView> {
         self.engine.mappings(now)
+    }
+
+    /// How many mappings of each protocol, family and maker, without a walk over the table.
+    pub fn mapping_counts(&self) -> MappingCounts {
+        self.engine.mapping_counts()
     }
 
     /// The enabled internal interfaces that exist now.
