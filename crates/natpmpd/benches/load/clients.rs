@@ -4,9 +4,10 @@
 
 use crate::lab::*;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const SERVER: u16 = 5351;
 
@@ -99,13 +100,50 @@ pub fn flood(
 /// One request every 100 ms from `src` in `ns` to `gw`, while the load runs.
 pub struct Probe {
     stop: Arc<AtomicBool>,
-    task: NsTask<Vec<Option<Duration>>>,
+    task: NsTask<Vec<Option<(Duration, Duration)>>>,
 }
 
-/// What the probe saw: its latencies, sorted, and how many got no reply within 1 s.
+/// What the probe saw: its latencies, sorted, and how many got no reply within 1 s. Each
+/// latency twice: until the probe read the reply, and until the reply reached the probe's
+/// socket (the kernel's receive timestamp, `SO_TIMESTAMPNS`). The second leaves out the
+/// probe thread's own wake-up, which in this lab waits for the same 2 cores as the gateway,
+/// its 16 clients and its conntrack cleaner; on a real network the probe is another machine.
 pub struct ProbeResult {
     pub latencies: Vec<Duration>,
+    pub arrivals: Vec<Duration>,
     pub lost: usize,
+}
+
+/// Receive one datagram and the time the kernel received it (`SO_TIMESTAMPNS` must be on).
+fn recv_with_arrival(sock: &UdpSocket, buf: &mut [u8]) -> Option<SystemTime> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header, filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: the header points at `iov` and `control`, which outlive the call.
+    if unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) } < 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled `control` with `msg_controllen` bytes of cmsgs; CMSG_* walk
+    // them within that length.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Some(SystemTime::now())
 }
 
 impl ProbeResult {
@@ -118,13 +156,19 @@ impl ProbeResult {
     }
 
     pub fn summary(&self) -> String {
+        let arrival_p99 = self
+            .arrivals
+            .get(((self.arrivals.len().max(1) - 1) as f64 * 0.99).round() as usize)
+            .copied()
+            .unwrap_or_default();
         format!(
-            "probe: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {}",
+            "probe: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {} (reply at its socket: p99 {:.2} ms)",
             self.latencies.len() + self.lost,
             ms(self.percentile(0.5)),
             ms(self.percentile(0.99)),
             ms(self.latencies.last().copied().unwrap_or_default()),
-            self.lost
+            self.lost,
+            ms(arrival_p99)
         )
     }
 }
@@ -140,13 +184,35 @@ impl Probe {
         let task = spawn_in_ns(ns, move || {
             let sock = UdpSocket::bind(SocketAddrV4::new(src, 0)).unwrap();
             sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let on: libc::c_int = 1;
+            // SAFETY: a valid socket, and an int option of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_TIMESTAMPNS,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "SO_TIMESTAMPNS");
             let to = SocketAddrV4::new(gw, SERVER);
             let mut buf = [0u8; 1100];
             let mut seen = Vec::new();
             while !flag.load(Ordering::Relaxed) {
                 let t = Instant::now();
+                let sent = SystemTime::now();
                 sock.send_to(&request, to).unwrap();
-                seen.push(sock.recv_from(&mut buf).ok().map(|_| t.elapsed()));
+                seen.push(recv_with_arrival(&sock, &mut buf).map(|arrived| {
+                    let elapsed = t.elapsed();
+                    (
+                        elapsed,
+                        arrived
+                            .duration_since(sent)
+                            .unwrap_or_default()
+                            .min(elapsed),
+                    )
+                }));
                 std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
             }
             seen
@@ -158,9 +224,15 @@ impl Probe {
         self.stop.store(true, Ordering::Relaxed);
         let seen = self.task.join(Duration::from_secs(10));
         let lost = seen.iter().filter(|s| s.is_none()).count();
-        let mut latencies: Vec<Duration> = seen.into_iter().flatten().collect();
+        let (mut latencies, mut arrivals): (Vec<Duration>, Vec<Duration>) =
+            seen.into_iter().flatten().unzip();
         latencies.sort();
-        ProbeResult { latencies, lost }
+        arrivals.sort();
+        ProbeResult {
+            latencies,
+            arrivals,
+            lost,
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! Scenarios: `address` (address requests: natpmpd against a do-nothing UDP responder),
 //! `renew`, `churn` (map and delete alternating), `flood` (one host floods new mappings open
 //! loop; the probe must not suffer), `fill` (100 000 mappings: time, memory per mapping, and
-//! the cost of a mapping at 1 000 against 100 000). Without arguments, all of them.
+//! the cost of a mapping at 1 000 against 100 000, then renewals at 100 000), `fill-metrics`
+//! (the same with Prometheus metrics served). Without arguments, all of them.
 //! Root only: it builds network namespaces. Bounded: every phase stops by itself.
 
 #[path = "../../tests/e2e/lab/mod.rs"]
@@ -154,7 +155,7 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let all = ["address", "renew", "churn", "flood", "fill"];
+    let all = ["address", "renew", "churn", "flood", "fill", "fill-metrics"];
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
     } else {
@@ -176,6 +177,11 @@ fn main() {
             "churn" => churn(unlimited),
             "flood" => flood_test(""),
             "fill" => fill::run(unlimited),
+            // As an operator who watches the gateway runs it: the same with metrics served.
+            "fill-metrics" => {
+                println!("with metrics-listen set:");
+                fill::run(&format!("{unlimited}metrics-listen = \"127.0.0.1:9851\"\n"))
+            }
             _ => unreachable!(),
         }
     }
