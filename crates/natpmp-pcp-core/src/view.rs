@@ -94,21 +94,24 @@ pub struct MappingCounts {
 }
 
 impl MappingCounts {
-    fn slot(&mut self, protocol: Protocol, ipv6: bool, via: Via) -> &mut usize {
-        let p = usize::from(protocol == Protocol::Tcp);
-        &mut self.counts[p][usize::from(ipv6)][usize::from(via == Via::Pcp)]
+    fn index(protocol: Protocol, ipv6: bool, via: Via) -> [usize; 3] {
+        [
+            usize::from(protocol == Protocol::Tcp),
+            usize::from(ipv6),
+            usize::from(via == Via::Pcp),
+        ]
     }
 
     /// One mapping more (`by` = 1) or fewer (`by` = -1).
     pub(crate) fn add(&mut self, protocol: Protocol, ipv6: bool, via: Via, by: isize) {
-        let n = self.slot(protocol, ipv6, via);
-        *n = n.wrapping_add_signed(by);
+        let [p, f, v] = Self::index(protocol, ipv6, via);
+        self.counts[p][f][v] = self.counts[p][f][v].wrapping_add_signed(by);
     }
 
     /// How many mappings of `protocol`, of IPv6 hosts or IPv4 ones, made by `via`.
     pub fn get(&self, protocol: Protocol, ipv6: bool, via: Via) -> usize {
-        let p = usize::from(protocol == Protocol::Tcp);
-        self.counts[p][usize::from(ipv6)][usize::from(via == Via::Pcp)]
+        let [p, f, v] = Self::index(protocol, ipv6, via);
+        self.counts[p][f][v]
     }
 
     /// Every combination, with its count (zero ones too).
