@@ -10,7 +10,7 @@
 
 use std::fmt;
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{Format, Full, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -50,6 +50,16 @@ fn priority(level: Level) -> u8 {
 
 /// Writes an event as `inner` does, after the priority prefix of its level.
 pub struct PriorityPrefix<F>(pub F);
+
+/// The format of a line on the journal: its priority, then the usual line without the
+/// timestamp and without colour.
+pub fn journal_format() -> PriorityPrefix<Format<Full, ()>> {
+    PriorityPrefix(
+        tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false),
+    )
+}
 
 impl<S, N, F> FormatEvent<S, N> for PriorityPrefix<F>
 where
@@ -105,11 +115,7 @@ mod tests {
             .with_writer(move || sink.clone())
             .with_ansi(false)
             .with_max_level(Level::DEBUG)
-            .event_format(PriorityPrefix(
-                tracing_subscriber::fmt::format()
-                    .without_time()
-                    .with_ansi(false),
-            ))
+            .event_format(journal_format())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!("e");

@@ -61,11 +61,7 @@ fn init_logging() {
         .with_env_filter(filter);
     if journal_log::stderr_is_journal() {
         logs.with_ansi(false)
-            .event_format(journal_log::PriorityPrefix(
-                tracing_subscriber::fmt::format()
-                    .without_time()
-                    .with_ansi(false),
-            ))
+            .event_format(journal_log::journal_format())
             .init();
     } else {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
