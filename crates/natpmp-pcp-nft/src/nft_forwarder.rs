@@ -22,6 +22,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// How many times `dump_set_whole` takes a set's dump that repeats elements, and how long it
+/// waits between two (the kernel's rehash of a set of thousands takes milliseconds).
+const DUMP_REPEATS: u32 = 5;
+const DUMP_REPEAT_PAUSE: Duration = Duration::from_millis(20);
+
 /// nftables over netlink, in one `table inet natpmpd` for both families (see `template.rs`
 /// for why, and for the firewall contract: the connection mark).
 ///
@@ -166,6 +171,37 @@ impl NftForwarder {
         )
     }
 
+    /// `dump_set`, taken again while it reports an element twice. Each message of a dump
+    /// resumes the kernel's walk of the set by skipping the elements already sent; when the
+    /// kernel rehashes the set between two messages (it grows its hash table after thousands
+    /// of adds, without flagging the dump as interrupted), the order changes, so the dump
+    /// repeats some elements and leaves out as many others. A clean-clone CI run saw both. A
+    /// key is in a set once, so a repeat shows that elements may be missing: the dump is taken
+    /// again, after a pause for the rehash to end. After `DUMP_REPEATS` tries, the last
+    /// dump's repeats are dropped (and what it missed comes back at the next drift check).
+    fn dump_set_whole(
+        &mut self,
+        set: ElementSet,
+        ok: &mut Vec<(Element, Duration)>,
+        unreadable: &mut Vec<Unreadable>,
+    ) -> Result<(), KernelError> {
+        let (ok_from, unreadable_from) = (ok.len(), unreadable.len());
+        for attempt in 1..=DUMP_REPEATS {
+            self.dump_set(set, ok, unreadable)?;
+            let dumped = ok.split_off(ok_from);
+            let mut seen = std::collections::HashSet::with_capacity(dumped.len());
+            let before = dumped.len();
+            ok.extend(dumped.into_iter().filter(|(e, _)| seen.insert(*e)));
+            if ok.len() - ok_from == before || attempt == DUMP_REPEATS {
+                return Ok(());
+            }
+            ok.truncate(ok_from);
+            unreadable.truncate(unreadable_from);
+            std::thread::sleep(DUMP_REPEAT_PAUSE);
+        }
+        Ok(())
+    }
+
     /// The IPv4 and IPv6 TCP and UDP conntrack entries of our namespace, with their marks (for
     /// diagnostics and tests).
     pub fn conntrack_entries(&mut self) -> Result<Vec<Entry>, KernelError> {
@@ -296,13 +332,8 @@ impl Forwarder for NftForwarder {
         let mut elements = Vec::new();
         let mut unreadable = Vec::new();
         for set in ElementSet::ALL {
-            self.dump_set(set, &mut elements, &mut unreadable)?;
+            self.dump_set_whole(set, &mut elements, &mut unreadable)?;
         }
-        // A dump taken while the kernel is still growing a set's hash table (just after
-        // thousands of adds) can report an element twice: the walk restarts and the kernel
-        // does not flag the dump as interrupted. A key is in a set once: keep the first.
-        let mut seen = std::collections::HashSet::with_capacity(elements.len());
-        elements.retain(|(e, _)| seen.insert(*e));
         match unreadable.first() {
             None => Ok(elements),
             Some(first) => Err(KernelError::Protocol(format!(
